@@ -1,0 +1,56 @@
+"""`gwp <command>`: the command-line entry point.
+
+Each command lives next to the code it drives and exposes ``add_arguments(parser)`` and ``run(args)``;
+this file only lists them, so importing the CLI stays cheap (torch is imported by the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("gigaworld_policy.demo", "collect, train, evaluate and report on a small Meta-World set (CPU)"),
+    "bench": ("gigaworld_policy.bench.cli", "benchmarks: latency, data, train, sim, serve"),
+    "collect": ("gigaworld_policy.sim.collect", "record scripted expert demos as a LeRobot v3.0 dataset"),
+    "eval": ("gigaworld_policy.sim.evaluate", "closed-loop evaluation of a policy in simulation"),
+    "stats": ("gigaworld_policy.data.stats", "normalization statistics of LeRobot datasets"),
+    "encode-text": ("gigaworld_policy.data.text_cache", "precompute prompt embeddings for a dataset"),
+    "train": ("gigaworld_policy.train.cli", "train or fine-tune a policy"),
+    "serve": ("gigaworld_policy.serve.server", "WebSocket policy server"),
+    "replay": ("gigaworld_policy.serve.replay", "open-loop evaluation against a recorded episode"),
+    "presets": ("gigaworld_policy.config_cli", "list presets and print their configs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gwp", description="GigaWorld-Policy: action-centered world-action model")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is not None and e.name.startswith("gigaworld_policy"):
+                p.set_defaults(_missing=str(e))
+                continue
+            raise
+        mod.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", None):
+        parser.error(f"command {args.command!r} is not available in this build ({args._missing})")
+    mod = importlib.import_module(args._module)
+    return int(mod.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
