@@ -1,0 +1,185 @@
+"""Video files with PyAV: an appending encoder (several episodes per mp4) and a segment decoder.
+
+LeRobot v3.0 stores many episodes back to back in one mp4 per camera; an episode occupies
+[from_timestamp, to_timestamp) of the file and its frame i sits at from_timestamp + i / fps.
+Decoding never substitutes black frames: any failure raises DatasetError naming the file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from gigaworld_policy.data.errors import DatasetError
+
+
+def pick_video_codec() -> str:
+    """AV1 (libsvtav1) like lerobot 0.4 when PyAV's ffmpeg has it, else H.264."""
+    available = av.codecs_available
+    for name in ("libsvtav1", "libx264", "h264"):
+        if name in available:
+            try:
+                av.codec.Codec(name, "w")
+                return name
+            except Exception:  # noqa: BLE001 - listed but not usable as an encoder
+                continue
+    raise DatasetError(f"no usable video encoder in PyAV (looked for libsvtav1, libx264); have {sorted(available)[:20]}")
+
+
+class VideoAppender:
+    """Encode frames of successive episodes into one mp4; frame k of the file has pts k (time base 1/fps).
+
+    ``g`` (GOP) is small so a seek lands close to any frame (lerobot uses g=2 as well).
+    """
+
+    def __init__(self, path: Path, fps: int, width: int, height: int, codec: str, *, gop: int = 2,
+                 crf: int = 30) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps, self.width, self.height, self.codec = int(fps), int(width), int(height), codec
+        self._container = av.open(str(self.path), mode="w")
+        self._stream = self._container.add_stream(codec, rate=self.fps)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
+        self._stream.time_base = Fraction(1, self.fps)
+        opts = {"g": str(gop), "crf": str(crf)}
+        if codec == "libsvtav1":
+            opts["svtav1-params"] = "log-level=1"  # errors only
+        elif codec in ("libx264", "h264"):
+            opts.update(crf=str(min(crf, 18)), bf="0")
+        self._stream.options = opts
+        self.num_frames = 0
+        self.bytes_written = 0
+
+    def append(self, frames: np.ndarray) -> tuple[float, float]:
+        """Encode uint8 frames [n, H, W, 3]; return the (from_timestamp, to_timestamp) they occupy."""
+        start = self.num_frames
+        for frame in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = self.num_frames
+            vf.time_base = Fraction(1, self.fps)
+            self._mux(self._stream.encode(vf))
+            self.num_frames += 1
+        return start / self.fps, self.num_frames / self.fps
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for p in packets:
+            self.bytes_written += p.size
+            self._container.mux(p)
+
+    def close(self) -> None:
+        self._mux(self._stream.encode(None))
+        self._container.close()
+
+
+def probe_video(path: Path) -> dict:
+    """Codec, size, pixel format and fps of the first video stream (for info.json's "info")."""
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            return {"video.height": s.codec_context.height, "video.width": s.codec_context.width,
+                    "video.codec": s.codec_context.name, "video.pix_fmt": s.codec_context.pix_fmt,
+                    "video.is_depth_map": False, "video.fps": int(round(float(s.average_rate or 0))),
+                    "video.channels": 3, "has_audio": len(c.streams.audio) > 0}
+    except (av.FFmpegError, IndexError) as e:
+        raise DatasetError(f"{path}: cannot read video ({e})") from e
+
+
+class VideoReader:
+    """Decode frames by timestamp from one mp4. Not picklable with an open file: holds the container
+    lazily, so a Dataset carrying readers can be sent to DataLoader workers before first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._container: av.container.InputContainer | None = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_container": None}
+
+    def _open(self) -> av.container.InputContainer:
+        if self._container is None:
+            if not self.path.is_file():
+                raise DatasetError(f"{self.path}: video file is missing")
+            try:
+                self._container = av.open(str(self.path))
+                _ = self._container.streams.video[0]
+            except (av.FFmpegError, IndexError) as e:
+                self._container = None
+                raise DatasetError(f"{self.path}: cannot open video ({e})") from e
+        return self._container
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def decode(self, timestamps: list[float], fps: float, *, what: str = "") -> list[np.ndarray]:
+        """Frames (uint8 [H, W, 3]) at the given file timestamps (seconds), decoding the span once.
+
+        A frame matches a timestamp when they differ by less than 0.4 / fps. ``what`` (episode,
+        feature) is added to error messages.
+        """
+        if not timestamps:
+            return []
+        container = self._open()
+        stream = container.streams.video[0]
+        tol = 0.4 / fps
+        wanted = sorted(set(timestamps))
+        found: dict[float, np.ndarray] = {}
+        try:
+            start_pts = int(max(0.0, wanted[0] - tol) / stream.time_base)
+            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+            k = 0
+            for frame in container.decode(stream):
+                t = float(frame.pts * stream.time_base) if frame.pts is not None else float(frame.time)
+                while k < len(wanted) and t > wanted[k] + tol:
+                    k += 1  # the decoder passed a wanted timestamp without producing it: missing
+                if k < len(wanted) and abs(t - wanted[k]) < tol:
+                    found[wanted[k]] = frame.to_ndarray(format="rgb24")
+                    k += 1
+                    if k == len(wanted):
+                        break
+        except av.FFmpegError as e:
+            self.close()
+            raise DatasetError(f"{self.path}: video decode failed{what} ({e})") from e
+        missing = [t for t in wanted if t not in found]
+        if missing:
+            self.close()
+            raise DatasetError(f"{self.path}: no frame at timestamp(s) {[round(t, 4) for t in missing[:5]]}"
+                               f"{what}; the video is shorter than its episode or truncated")
+        return [found[t] for t in timestamps]
+
+
+class FrameCache:
+    """Bounded LRU of decoded frames keyed by (feature, episode, frame_index); bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        x = self._items.get(key)
+        if x is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return x
+
+    def put(self, key: tuple, frame: np.ndarray) -> None:
+        if self.max_bytes <= 0 or key in self._items:
+            return
+        self._items[key] = frame
+        self._bytes += frame.nbytes
+        while self._bytes > self.max_bytes and self._items:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
