@@ -105,7 +105,7 @@ def decode_png(cell: dict | None, *, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(cell["bytes"])) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types
+    except Exception as e:
         raise DatasetError(f"{where}: cannot decode image ({e})") from e
 
 

@@ -25,7 +25,7 @@ def pick_video_codec() -> str:
             try:
                 av.codec.Codec(name, "w")
                 return name
-            except Exception:  # noqa: BLE001 - listed but not usable as an encoder
+            except Exception:
                 continue
     raise DatasetError(f"no usable video encoder in PyAV (looked for libsvtav1, libx264); have {sorted(available)[:20]}")
 
@@ -53,6 +53,7 @@ class VideoAppender:
         self._stream.options = opts
         self.num_frames = 0
         self.bytes_written = 0
+        self._packets = 0
 
     def append(self, frames: np.ndarray) -> tuple[float, float]:
         """Encode uint8 frames [n, H, W, 3]; return the (from_timestamp, to_timestamp) they occupy."""
@@ -68,7 +69,15 @@ class VideoAppender:
     def _mux(self, packets: list[av.Packet]) -> None:
         for p in packets:
             self.bytes_written += p.size
+            self._packets += 1
             self._container.mux(p)
+
+    def estimated_bytes(self) -> int:
+        """File size so far, counting frames still inside the encoder's lookahead at the average packet size
+        (a 20:1 compression guess before the first packet)."""
+        pending = self.num_frames - self._packets
+        avg = self.bytes_written / self._packets if self._packets else self.width * self.height * 3 / 20
+        return int(self.bytes_written + pending * avg)
 
     def close(self) -> None:
         self._mux(self._stream.encode(None))
@@ -82,7 +91,7 @@ def probe_video(path: Path) -> dict:
             s = c.streams.video[0]
             return {"video.height": s.codec_context.height, "video.width": s.codec_context.width,
                     "video.codec": s.codec_context.name, "video.pix_fmt": s.codec_context.pix_fmt,
-                    "video.is_depth_map": False, "video.fps": int(round(float(s.average_rate or 0))),
+                    "video.is_depth_map": False, "video.fps": round(float(s.average_rate or 0)),
                     "video.channels": 3, "has_audio": len(c.streams.audio) > 0}
     except (av.FFmpegError, IndexError) as e:
         raise DatasetError(f"{path}: cannot read video ({e})") from e

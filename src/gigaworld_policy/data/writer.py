@@ -229,7 +229,7 @@ class LeRobotWriter:
 
     def _append_video(self, key: str, frames: np.ndarray, meta: dict[str, Any]) -> None:
         app = self._videos.get(key)
-        if app is not None and app.bytes_written > self.video_files_size_in_mb * 2**20:
+        if app is not None and app.estimated_bytes() > self.video_files_size_in_mb * 2**20:
             app.close()
             self._video_pos[key] = self._next(self._video_pos[key])
             app = None
@@ -315,7 +315,7 @@ class LeRobotWriter:
         for app in self._videos.values():
             try:
                 app.close()
-            except Exception:  # noqa: BLE001 - best effort cleanup
+            except Exception:
                 pass
         self._videos.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)

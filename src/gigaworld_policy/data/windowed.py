@@ -1,0 +1,181 @@
+"""Training samples: a window of one episode around frame t, in the model's batch layout.
+
+Per sample (the unbatched version of model/batch.py):
+  state           float32 [s]           normalized state at t, zero-padded to model.state_dim
+  image           float32 [3, h, w]     composed views at t, in [-1, 1]
+  future_frames   float32 [f, 3, h, w]  composed views at t + data.future_offsets (past the episode end:
+                                        the last real frame, flagged in future_is_pad)
+  future_is_pad   bool    [f]
+  actions         float32 [t, a]        normalized actions t .. t+T-1 (LeRobot: action[i] is issued at
+                                        frame i); delta dims relative to the state at t; past the end:
+                                        the last action, flagged in action_is_pad
+  action_is_pad   bool    [t]
+  action_dim_mask bool    [a]           True on the robot's real action dims
+  text            float32 [l, e]        cached prompt embeddings of the frame's task; text_mask bool [l]
+  embodiment_id   int64   []            from the embodiment registry
+:func:`collate` pads text to the longest prompt in the batch and stacks the rest.
+
+Mixtures: several datasets, each with its own statistics, embodiment and weight;
+:meth:`WindowedDataset.make_sampler` draws dataset k with probability weight_k / sum(weights).
+
+Dims: s padded state, a padded action, t action steps, f future frames, l text tokens, e text width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from gigaworld_policy.config import Config
+from gigaworld_policy.data.embodiments import Embodiment, check_num_embodiments, get_embodiment
+from gigaworld_policy.data.lerobot import LeRobotDataset
+from gigaworld_policy.data.normalize import Normalizer, pad_last
+from gigaworld_policy.data.stats import ACTION_KEY, STATE_KEY, check_dataset_embodiment, load_or_compute_stats
+from gigaworld_policy.data.text_cache import DEFAULT_CACHE_NAME, TextEmbeddingCache
+from gigaworld_policy.data.views import CAMERA_PREFIX, compose_views_sequence, resolve_cameras
+from gigaworld_policy.model.text import TextEncoder, build_text_encoder
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One dataset of a mixture."""
+
+    root: str | Path
+    weight: float = 1.0
+    stats_path: str | Path | None = None  # default: <root>/meta/gwp_norm_stats-h<T>.json, else computed
+    robot_type: str | None = None  # default: meta/info.json robot_type
+
+
+@dataclass
+class _Source:
+    ds: LeRobotDataset
+    weight: float
+    embodiment: Embodiment
+    normalizer: Normalizer
+    cameras: list[str]  # names without the observation.images. prefix, tiling order
+    text: dict[str, torch.Tensor]  # task -> [l, e]
+
+
+class WindowedDataset(Dataset):
+    def __init__(self, sources: Sequence[DataSource | str | Path], cfg: Config, *, train: bool = True,
+                 text_encoder: TextEncoder | None = None, cache_bytes: int = 256 << 20) -> None:
+        if not sources:
+            raise ValueError("WindowedDataset: no sources")
+        self.cfg, self.train = cfg, train
+        self.with_video = cfg.model.attention_mode != "no_video"
+        encoder = text_encoder
+        self.sources: list[_Source] = []
+        for spec in sources:
+            spec = spec if isinstance(spec, DataSource) else DataSource(spec)
+            if spec.weight <= 0:
+                raise ValueError(f"{spec.root}: mixture weight must be > 0, got {spec.weight}")
+            if encoder is None:
+                encoder = build_text_encoder(cfg.data.text_encoder, max_tokens=cfg.model.max_text_tokens,
+                                             dim=cfg.model.text_dim)
+            self.sources.append(self._open_source(spec, encoder, cache_bytes))
+        self._starts = np.cumsum([0] + [len(s.ds) for s in self.sources])
+
+    def _open_source(self, spec: DataSource, encoder: TextEncoder, cache_bytes: int) -> _Source:
+        cfg = self.cfg
+        ds = LeRobotDataset(spec.root, cache_bytes=cache_bytes)
+        emb = get_embodiment(spec.robot_type or ds.robot_type)
+        check_num_embodiments(emb, cfg.model.num_embodiments)
+        check_dataset_embodiment(ds, emb)
+        for what, dim, have in (("state", cfg.model.state_dim, emb.state_dim),
+                                ("action", cfg.model.action_dim, emb.action_dim)):
+            if have > dim:
+                raise ValueError(f"{ds.root}: {emb.robot_type!r} has {have} {what} dims but model.{what}_dim={dim}")
+        stats = load_or_compute_stats(ds, cfg.model.action_horizon, spec.stats_path, embodiment=emb)
+        cameras = resolve_cameras(cfg.data.cameras, ds.camera_keys, where=str(ds.root))
+        if encoder.dim != cfg.model.text_dim:
+            raise ValueError(f"text encoder {encoder.encoder_id} gives {encoder.dim}-d, model.text_dim="
+                             f"{cfg.model.text_dim}")
+        cache = TextEmbeddingCache(Path(ds.root) / DEFAULT_CACHE_NAME)
+        tasks = [t for t in ds.tasks if t]
+        embs = cache.get_many(tasks, encoder) if tasks else []
+        text = {t: e[: cfg.model.max_text_tokens].float() for t, e in zip(tasks, embs)}
+        return _Source(ds, spec.weight, emb, Normalizer(stats, cfg.data.normalization), cameras, text)
+
+    # -- indexing / sampling --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """Sample index -> (source, episode_index, frame_index)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample index {index} out of range [0, {len(self)})")
+        k = int(np.searchsorted(self._starts, index, side="right")) - 1
+        ep, f = self.sources[k].ds.locate(int(index - self._starts[k]))
+        return k, ep, f
+
+    def sample_weights(self) -> torch.Tensor:
+        """Per-sample probability: dataset k gets weight_k / sum(weights), uniform inside a dataset."""
+        total = sum(s.weight for s in self.sources)
+        return torch.cat([torch.full((len(s.ds),), s.weight / total / len(s.ds), dtype=torch.float64)
+                          for s in self.sources])
+
+    def make_sampler(self, num_samples: int, generator: torch.Generator | None = None) -> WeightedRandomSampler:
+        return WeightedRandomSampler(self.sample_weights(), num_samples, replacement=True, generator=generator)
+
+    # -- one sample -----------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        k, ep, f = self.locate(int(index))
+        src, m = self.sources[k], self.cfg.model
+        ds, n = src.ds, src.ds.episode_length(ep)
+        state = ds.get_numeric(ep, STATE_KEY, np.asarray([f]))[0]
+        steps = f + np.arange(m.action_horizon)
+        action_is_pad = steps >= n
+        actions = ds.get_numeric(ep, ACTION_KEY, np.minimum(steps, n - 1))
+        where = f"{ds.root}: episode {ep}, frame {f}"
+        out: dict[str, Any] = {
+            "state": pad_last(src.normalizer.normalize_state(state), m.state_dim, what=where),
+            "actions": pad_last(src.normalizer.normalize_actions(actions, state), m.action_dim, what=where),
+            "action_is_pad": torch.from_numpy(action_is_pad),
+            "action_dim_mask": torch.arange(m.action_dim) < src.embodiment.action_dim,
+            "embodiment_id": torch.tensor(src.embodiment.id, dtype=torch.int64),
+        }
+        offsets = np.asarray(self.cfg.data.future_offsets if self.with_video else (), dtype=np.int64)
+        fut = f + offsets
+        frames = np.concatenate([[f], np.minimum(fut, n - 1)]).astype(np.int64)
+        views = compose_views_sequence(self._images(src, ep, frames), self.cfg, cameras=src.cameras,
+                                       train=self.train)
+        out["image"] = views[0]
+        if self.with_video:
+            out["future_frames"] = views[1:]
+            out["future_is_pad"] = torch.from_numpy(fut >= n)
+        task = ds.task_of(ep, f)
+        if task not in src.text:
+            raise KeyError(f"{where}: task {task!r} has no text embedding")
+        out["text"] = src.text[task]
+        out["text_mask"] = torch.ones(len(src.text[task]), dtype=torch.bool)
+        return {k2: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k2, v in out.items()}
+
+    def _images(self, src: _Source, ep: int, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
+        uniq = sorted(set(frames.tolist()))
+        per_cam = {c: dict(zip(uniq, src.ds.get_images(ep, CAMERA_PREFIX + c, uniq))) for c in src.cameras}
+        return [{c: per_cam[c][int(fr)] for c in src.cameras} for fr in frames]
+
+
+def collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack samples into a model batch; text is zero-padded to the longest prompt (text_mask False)."""
+    if not samples:
+        raise ValueError("collate: empty batch")
+    out: dict[str, torch.Tensor] = {}
+    length = max(int(s["text"].shape[0]) for s in samples)
+    e = int(samples[0]["text"].shape[1])
+    text = torch.zeros(len(samples), length, e)
+    mask = torch.zeros(len(samples), length, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        li = int(s["text"].shape[0])
+        text[i, :li], mask[i, :li] = s["text"], s["text_mask"]
+    out["text"], out["text_mask"] = text, mask
+    for key in samples[0]:
+        if key not in ("text", "text_mask"):
+            out[key] = torch.stack([s[key] for s in samples])
+    return out
