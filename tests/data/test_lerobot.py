@@ -141,6 +141,6 @@ def test_writer_rejects_bad_frames(tmp_path: Path) -> None:
     w = LeRobotWriter(tmp_path / "bad", fps=10, robot_type="x", features=feats)
     with pytest.raises(DatasetError, match=r"'action' has NaN/inf at episode 0, frame 0"):
         w.add_frame({"action": np.array([np.nan, 0]), "observation.images.top": np.zeros((8, 8, 3), np.uint8)}, "t")
-    with pytest.raises(DatasetError, match="observation.images.top"):
+    with pytest.raises(DatasetError, match=r"observation\.images\.top"):
         w.add_frame({"action": np.zeros(2), "observation.images.top": np.zeros((8, 8, 3), np.float32)}, "t")
     w.abort()
