@@ -1,0 +1,171 @@
+"""``gwp collect``: scripted-expert demonstrations as a LeRobot v3.0 dataset.
+
+Per task, episodes use seeds ``seed, seed + 1, ...`` (evaluation adds EVAL_SEED_OFFSET, so the two
+never share a layout). Only successful episodes are kept; a failed attempt moves on to the next seed,
+up to ``max_attempts_factor x episodes`` attempts per task. The dataset is written through
+``gigaworld_policy.data.LeRobotWriter``, which publishes it atomically at ``out_dir`` on finalize.
+
+Meta-World: the expert acts on the privileged state; each frame records the observation (images,
+4-d state) and the action taken from it. ALOHA: our end-effector expert runs in the mocap env, its
+joint trajectory is replayed in the joint-position env, which gives the observations; actions are the
+replayed joint targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gigaworld_policy.sim.common import SimError
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds = EVAL_SEED_OFFSET + seed + episode
+
+
+def features_for(env: Any) -> dict[str, dict[str, Any]]:
+    """LeRobot features of an env's frames (camera names = obs["images"] keys of the eval harness)."""
+    feats: dict[str, dict[str, Any]] = {
+        "observation.state": {"dtype": "float32", "shape": [len(env.state_names)], "names": list(env.state_names)},
+        "action": {"dtype": "float32", "shape": [len(env.action_names)], "names": list(env.action_names)},
+    }
+    for cam in env.cameras:
+        feats[f"observation.images.{cam}"] = {"dtype": "video", "shape": [env.image_size, env.image_size, 3],
+                                              "names": None}
+    return feats
+
+
+def expert_episode(env: Any, seed: int, steps_after_success: int = 10,
+                   expert: Any = None) -> tuple[list[dict[str, np.ndarray]], bool]:
+    """Run the scripted expert for one episode; returns (frames, success). Frames hold the observation
+    before each action and that action. Recording stops ``steps_after_success`` steps after success."""
+    frames: list[dict[str, np.ndarray]] = []
+    obs = env.reset(seed)
+    if env.env_name == "metaworld":
+        from gigaworld_policy.sim.experts import MetaWorldExpert
+
+        expert = expert or MetaWorldExpert(env.task)
+        next_action = lambda t: expert.act(env.expert_state())  # noqa: E731
+        horizon = env.max_steps
+    else:
+        from gigaworld_policy.sim.experts import aloha_expert_actions
+
+        rollout = aloha_expert_actions(env.task, seed, max_steps=env.max_steps, ee_env=expert)
+        if not rollout.success:  # the mocap expert already failed: no need to replay
+            return frames, False
+        next_action = lambda t: rollout.actions[t]  # noqa: E731
+        horizon = len(rollout.actions)
+    success_at: int | None = None
+    for t in range(horizon):
+        action = np.asarray(next_action(t), dtype=np.float32)
+        frame = {"observation.state": obs.state, "action": action}
+        frame.update({f"observation.images.{cam}": img for cam, img in obs.images.items()})
+        frames.append(frame)
+        result = env.step(action)
+        obs = result.obs
+        if result.success and success_at is None:
+            success_at = t
+        if result.done or (success_at is not None and t - success_at >= steps_after_success):
+            break
+    return frames, success_at is not None
+
+
+def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int = 0,
+            image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
+            steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
+            progress: bool = True) -> dict[str, Any]:
+    """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
+
+    Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
+    "episodes", "failed", "frames", "seconds"}.
+    """
+    from tqdm import tqdm
+
+    from gigaworld_policy.data import LeRobotWriter
+    from gigaworld_policy.sim.envs import make_env, resolve_tasks
+
+    task_list = resolve_tasks(env_name, tasks)
+    if episodes_per_task < 1:
+        raise SimError(f"episodes_per_task: must be >= 1, got {episodes_per_task}")
+    max_attempts = max_attempts_factor * episodes_per_task
+    if seed < 0 or seed + max_attempts > EVAL_SEED_OFFSET:
+        raise SimError(f"seed: collection seeds {seed}..{seed + max_attempts} must lie in [0, {EVAL_SEED_OFFSET}) "
+                       "so they never overlap evaluation seeds")
+    t0 = time.perf_counter()
+    writer = None
+    summary: dict[str, Any] = {"out_dir": str(out_dir), "env": env_name, "seed": seed, "image_size": image_size,
+                               "tasks": {}}
+    bar = tqdm(total=episodes_per_task * len(task_list), desc=f"collect {env_name}", unit="ep", disable=not progress)
+    try:
+        for task in task_list:
+            env = make_env(env_name, task, image_size=image_size, cameras=cameras, max_steps=max_steps)
+            if writer is None:
+                writer = LeRobotWriter(out_dir, fps=int(round(env.fps)), robot_type=env.robot_type,
+                                       features=features_for(env), overwrite=overwrite)
+            expert: Any = None
+            if env_name == "aloha":
+                from gigaworld_policy.sim.aloha_env import AlohaEEEnv
+
+                expert = AlohaEEEnv(env.task)
+            kept = attempts = frames_total = 0
+            while kept < episodes_per_task and attempts < max_attempts:
+                frames, ok = expert_episode(env, seed + attempts, steps_after_success, expert=expert)
+                attempts += 1
+                if not ok:
+                    bar.set_postfix(task=task, failed=attempts - kept)
+                    continue
+                for f in frames:
+                    writer.add_frame(f, task=env.prompt)
+                writer.save_episode()
+                kept += 1
+                frames_total += len(frames)
+                bar.update(1)
+            env.close()
+            summary["tasks"][task] = {"episodes": kept, "attempts": attempts, "failed": attempts - kept,
+                                      "frames": frames_total, "prompt": env.prompt}
+            if kept < episodes_per_task:
+                bar.write(f"warning: {task}: only {kept}/{episodes_per_task} successful episodes in {attempts} attempts")
+        assert writer is not None
+        writer.finalize()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    summary["episodes"] = sum(t["episodes"] for t in summary["tasks"].values())
+    summary["failed"] = sum(t["failed"] for t in summary["tasks"].values())
+    summary["frames"] = sum(t["frames"] for t in summary["tasks"].values())
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", required=True, choices=["metaworld", "aloha"])
+    parser.add_argument("--tasks", required=True, nargs="+",
+                        help="task names and/or sets (Meta-World: MT10, MT50, ML45-train, ML45-test; ALOHA: all)")
+    parser.add_argument("--episodes", type=int, required=True, help="successful episodes per task")
+    parser.add_argument("--out", required=True, help="dataset root (published atomically)")
+    parser.add_argument("--seed", type=int, default=0, help="first collection seed")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="camera names (Meta-World: corner2 gripper ...; ALOHA: top left_wrist right_wrist)")
+    parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: per env)")
+    parser.add_argument("--steps-after-success", type=int, default=10)
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        summary = collect(args.env, args.tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
+                          cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
+                          steps_after_success=args.steps_after_success, overwrite=args.overwrite)
+    except SimError as e:
+        raise SystemExit(f"gwp collect: {e}") from None
+    print(json.dumps(summary, indent=2))
+    print(f"kept {summary['episodes']} episodes ({summary['frames']} frames), {summary['failed']} failed attempts")
+    return 0

@@ -1,0 +1,218 @@
+"""Meta-World (v3, 3.1.1) as a language-conditioned, image-based multi-task benchmark.
+
+One :class:`MetaWorldEnv` runs one task. Design choices:
+- Goal-observable task variant (as in MT10/MT50) so the scripted experts can read the goal; the policy
+  never sees the 39-d vector, only images + 4 proprio dims (hand xyz, gripper opening).
+- Fresh object/goal layouts drawn from the env's own RNG, re-seeded on every ``reset(seed)``: the
+  layout, robot start and images are a pure function of the seed, whether the env is new or re-used
+  (tests/sim/test_envs.py). Meta-World never clears its "simulation went unstable" flag; we do.
+- Images come from our own ``mujoco.Renderer`` (only the cameras asked for, at ``image_size``, with the
+  fast-render settings). Meta-World's corner cameras are mounted upside down (their up axis points
+  down); we rotate such cameras' images by 180 degrees. A row flip alone would give a mirror image.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from gigaworld_policy.sim.common import (
+    Observation,
+    SimError,
+    StepResult,
+    check_action,
+    check_choice,
+    fast_render_settings,
+)
+
+ROBOT_TYPE = "metaworld_sawyer"
+MAX_EPISODE_STEPS = 500  # Meta-World raises when stepping past its max_path_length
+STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
+ACTION_NAMES = ("dx", "dy", "dz", "grip")
+# our camera name -> MuJoCo camera name in the Sawyer scene
+CAMERAS: dict[str, str] = {
+    "corner": "corner", "corner2": "corner2", "corner3": "corner3", "corner4": "corner4",
+    "topview": "topview", "behind_gripper": "behindGripper", "gripper": "gripperPOV",
+}
+DEFAULT_CAMERAS = ("corner2",)
+
+# One instruction per task (MT50 = all 50 v3 tasks).
+INSTRUCTIONS: dict[str, str] = {
+    "assembly-v3": "pick up the nut and place it onto the peg",
+    "basketball-v3": "pick up the basketball and dunk it into the hoop",
+    "bin-picking-v3": "pick up the puck from one bin and place it into the other bin",
+    "box-close-v3": "pick up the lid and place it on the box to close it",
+    "button-press-topdown-v3": "press the button from the top",
+    "button-press-topdown-wall-v3": "press the button from the top, reaching over the wall",
+    "button-press-v3": "press the button from the front",
+    "button-press-wall-v3": "press the button from the front, reaching around the wall",
+    "coffee-button-v3": "press the button on the coffee machine",
+    "coffee-pull-v3": "pull the coffee mug away from the coffee machine",
+    "coffee-push-v3": "push the coffee mug under the coffee machine",
+    "dial-turn-v3": "rotate the dial a full turn",
+    "disassemble-v3": "pick the nut up and off the peg",
+    "door-close-v3": "push the door closed",
+    "door-lock-v3": "turn the door lock down to lock the door",
+    "door-open-v3": "open the door by pulling its handle",
+    "door-unlock-v3": "turn the door lock up to unlock the door",
+    "hand-insert-v3": "push the puck into the hole",
+    "drawer-close-v3": "push the drawer closed",
+    "drawer-open-v3": "pull the drawer open",
+    "faucet-open-v3": "turn the faucet handle to the left to open it",
+    "faucet-close-v3": "turn the faucet handle to the right to close it",
+    "hammer-v3": "pick up the hammer and hammer the nail into the wall",
+    "handle-press-side-v3": "press the handle down from the side",
+    "handle-press-v3": "press the handle down",
+    "handle-pull-side-v3": "pull the handle up from the side",
+    "handle-pull-v3": "pull the handle up",
+    "lever-pull-v3": "pull the lever up",
+    "pick-place-wall-v3": "pick up the puck and place it at the goal behind the wall",
+    "pick-out-of-hole-v3": "pick the puck up out of the hole",
+    "pick-place-v3": "pick up the puck and place it at the goal",
+    "plate-slide-v3": "slide the plate into the goal",
+    "plate-slide-side-v3": "slide the plate sideways into the goal",
+    "plate-slide-back-v3": "slide the plate back out of the goal",
+    "plate-slide-back-side-v3": "slide the plate sideways back out of the goal",
+    "peg-insert-side-v3": "pick up the peg and insert it into the hole from the side",
+    "peg-unplug-side-v3": "pull the peg out of the hole from the side",
+    "soccer-v3": "push the soccer ball into the goal",
+    "stick-push-v3": "pick up the stick and use it to push the thermos to the goal",
+    "stick-pull-v3": "pick up the stick and use it to pull the thermos to the goal",
+    "push-v3": "push the puck to the goal",
+    "push-wall-v3": "push the puck around the wall to the goal",
+    "push-back-v3": "pull the puck back to the goal",
+    "reach-v3": "reach the goal position",
+    "reach-wall-v3": "reach over the wall to the goal position",
+    "shelf-place-v3": "pick up the block and place it on the shelf",
+    "sweep-into-v3": "sweep the puck into the hole",
+    "sweep-v3": "sweep the puck off the table",
+    "window-open-v3": "slide the window open",
+    "window-close-v3": "slide the window closed",
+}
+
+
+def task_sets() -> dict[str, tuple[str, ...]]:
+    """Named Meta-World task lists: MT10, MT50, ML45-train, ML45-test (from metaworld.env_dict)."""
+    from metaworld import env_dict
+
+    return {
+        "MT10": tuple(env_dict.MT10_V3),
+        "MT50": tuple(env_dict.MT50_V3),
+        "ML45-train": tuple(env_dict.ML45_V3["train"]),
+        "ML45-test": tuple(env_dict.ML45_V3["test"]),
+    }
+
+
+def all_tasks() -> tuple[str, ...]:
+    return tuple(INSTRUCTIONS)
+
+
+class MetaWorldEnv:
+    """One Meta-World task: images from fixed cameras, 4-d proprio state, 4-d actions."""
+
+    env_name = "metaworld"
+    robot_type = ROBOT_TYPE
+    fps = 80.0  # 0.0025 s physics step x frame_skip 5
+    state_names = STATE_NAMES
+    action_names = ACTION_NAMES
+
+    def __init__(self, task: str, image_size: int = 64, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
+                 max_steps: int = MAX_EPISODE_STEPS) -> None:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        check_choice(task, list(ALL_V3_ENVIRONMENTS), "Meta-World task")
+        for cam in cameras:
+            check_choice(cam, list(CAMERAS), "Meta-World camera")
+        if not cameras:
+            raise SimError("cameras: at least one camera is needed")
+        if not 1 <= max_steps <= MAX_EPISODE_STEPS:
+            raise SimError(f"max_steps: must be in [1, {MAX_EPISODE_STEPS}] for Meta-World, got {max_steps}")
+        if image_size < 8:
+            raise SimError(f"image_size: must be >= 8, got {image_size}")
+        self.task = task
+        self.prompt = INSTRUCTIONS[task]
+        self.cameras = tuple(cameras)
+        self.image_size = int(image_size)
+        self.max_steps = int(max_steps)
+        self.action_low = np.array([-1.0, -1.0, -1.0, -1.0])
+        self.action_high = np.array([1.0, 1.0, 1.0, 1.0])
+
+        env = ALL_V3_ENVIRONMENTS[task]()  # render_mode=None: we render ourselves
+        env._partially_observable = False  # goal in the 39-d vector (MT benchmarks), read by experts only
+        env.__dict__.pop("sawyer_observation_space", None)  # cached property depends on the flag above
+        env._set_task_called = True
+        env._freeze_rand_vec = False  # fresh layouts ...
+        env.seeded_rand_vec = True  # ... drawn from env.np_random, which reset(seed) re-seeds
+        env.max_path_length = MAX_EPISODE_STEPS
+        self._env = env
+        fast_render_settings(env.model)
+        self._renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+        mujoco.mj_forward(env.model, env.data)
+        # cameras mounted upside down (up axis pointing down in the world) get rotated 180 degrees
+        self._rotate = {cam: bool(env.data.camera(CAMERAS[cam]).xmat.reshape(3, 3)[2, 1] < 0) for cam in cameras}
+        self._full_obs: np.ndarray | None = None
+        self._steps = 0
+        self.seed: int | None = None
+
+    # -- episode ---------------------------------------------------------------------------
+    def reset(self, seed: int) -> Observation:
+        env = self._env
+        env.seed(int(seed))  # re-seeds env.np_random: layout is a function of the seed alone
+        env._did_see_sim_exception = False  # Meta-World never clears it: a re-used env would stay stuck
+        obs, _ = env.reset()
+        self._full_obs = obs
+        self._steps = 0
+        self.seed = int(seed)
+        return self._observation()
+
+    def step(self, action: np.ndarray) -> StepResult:
+        if self._full_obs is None:
+            raise SimError(f"metaworld/{self.task}: call reset(seed) before step()")
+        if self._steps >= self.max_steps:
+            raise SimError(f"metaworld/{self.task}: episode is over ({self.max_steps} steps); call reset(seed)")
+        a = check_action(action, 4, f"metaworld/{self.task}")
+        obs, reward, _, _, info = self._env.step(a.astype(np.float32))
+        self._full_obs = obs
+        self._steps += 1
+        return StepResult(obs=self._observation(), reward=float(reward), success=bool(info["success"]),
+                          done=self._steps >= self.max_steps)
+
+    def render(self, camera: str) -> np.ndarray:
+        self._renderer.update_scene(self._env.data, camera=CAMERAS[camera])
+        img = self._renderer.render()
+        return np.ascontiguousarray(img[::-1, ::-1]) if self._rotate[camera] else img.copy()
+
+    def _observation(self) -> Observation:
+        assert self._full_obs is not None
+        return Observation(
+            images={cam: self.render(cam) for cam in self.cameras},
+            state=self._full_obs[:4].astype(np.float32),
+            prompt=self.prompt, robot_type=ROBOT_TYPE,
+        )
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def expert_state(self) -> np.ndarray:
+        """The privileged 39-d Meta-World state vector (scripted experts only)."""
+        if self._full_obs is None:
+            raise SimError(f"metaworld/{self.task}: call reset(seed) first")
+        return self._full_obs.copy()
+
+    def close(self) -> None:
+        self._renderer.close()
+        self._env.close()
+
+
+def expert_policy_class(task: str) -> type:
+    """The metaworld.policies scripted policy class of a task (e.g. SawyerPickPlaceV3Policy)."""
+    import metaworld.policies as mp
+
+    check_choice(task, list(INSTRUCTIONS), "Meta-World task")
+    names = {n.lower(): n for n in dir(mp) if n.startswith("Sawyer") and n.endswith("V3Policy")}
+    base = task.removesuffix("-v3").replace("peg-insert-side", "peg-insertion-side").replace("-", "")
+    key = f"sawyer{base}v3policy"
+    if key not in names:
+        raise SimError(f"no scripted Meta-World policy for task {task!r} (looked for {key!r})")
+    return getattr(mp, names[key])
