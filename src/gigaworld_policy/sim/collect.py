@@ -102,7 +102,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
         for task in task_list:
             env = make_env(env_name, task, image_size=image_size, cameras=cameras, max_steps=max_steps)
             if writer is None:
-                writer = LeRobotWriter(out_dir, fps=int(round(env.fps)), robot_type=env.robot_type,
+                writer = LeRobotWriter(out_dir, fps=round(env.fps), robot_type=env.robot_type,
                                        features=features_for(env), overwrite=overwrite)
             expert: Any = None
             if env_name == "aloha":

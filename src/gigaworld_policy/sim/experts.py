@@ -17,6 +17,7 @@ world y by +p (left) or -p (right).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,7 @@ class WaypointTrajectory:
     """Piecewise-linear interpolation between waypoints (quaternions: normalized lerp)."""
 
     def __init__(self, waypoints: list[Waypoint]) -> None:
-        if any(b.t <= a.t for a, b in zip(waypoints, waypoints[1:])):
+        if any(b.t <= a.t for a, b in itertools.pairwise(waypoints)):
             raise SimError("waypoints: times must be strictly increasing")
         self.waypoints = waypoints
 
@@ -71,7 +72,7 @@ class WaypointTrajectory:
         if t <= wps[0].t:
             w = wps[0]
             return w.pos.copy(), w.quat.copy(), w.grip
-        for a, b in zip(wps, wps[1:]):
+        for a, b in itertools.pairwise(wps):
             if t <= b.t:
                 s = (t - a.t) / (b.t - a.t)
                 q = (1 - s) * a.quat + s * (b.quat if np.dot(a.quat, b.quat) >= 0 else -b.quat)

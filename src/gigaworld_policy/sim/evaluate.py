@@ -1,0 +1,215 @@
+"""``gwp eval``: closed-loop evaluation with action chunking.
+
+Each call to the policy returns a chunk of T absolute actions; the harness executes the first
+``replan_every`` (k) of them, or all T when k is 0 / larger than T, then asks again. An episode ends
+at success or at the env's step limit. Seeds: episode i of every task uses
+``EVAL_SEED_OFFSET + seed + i`` (collection uses ``seed + i`` < EVAL_SEED_OFFSET), and each task gets a
+freshly built env, so a report is a deterministic function of (policy, tasks, episodes, seed, k).
+
+Outputs (``out_dir``): report.json (``mean_success``, per-task ``success`` map, Wilson 95% intervals,
+episode lengths, policy latency per chunk), report.md, and with ``video=True`` one mp4 per episode
+(side by side with the policy's imagined future frames when ``imagine=True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gigaworld_policy.sim.collect import EVAL_SEED_OFFSET
+from gigaworld_policy.sim.common import SimError, wilson_interval
+
+
+def eval_seed(seed: int, episode: int) -> int:
+    return EVAL_SEED_OFFSET + int(seed) + int(episode)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: bool = False,
+                imagine: bool = False) -> dict[str, Any]:
+    """One closed-loop episode. Returns success, length, per-chunk latencies (ms) and optional frames."""
+    obs = env.reset(seed)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    latencies: list[float] = []
+    frames: list[np.ndarray] = []
+    success, steps, done = False, 0, False
+    adim = len(env.action_names)
+    while not (success or done):
+        t0 = time.perf_counter()
+        out = policy.infer(obs.to_policy_obs(), return_video=True) if imagine else policy.infer(obs.to_policy_obs())
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+        actions = np.asarray(out["actions"], dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[1] != adim or len(actions) == 0:
+            raise SimError(f"policy output 'actions': expected shape [T, {adim}] for {env.env_name}/{env.task}, "
+                           f"got {list(actions.shape)}")
+        imagined = out.get("video") if imagine else None
+        n = len(actions) if replan_every <= 0 else min(replan_every, len(actions))
+        for j in range(n):
+            if record:
+                live = np.concatenate([obs.images[c] for c in env.cameras], axis=1)
+                if imagine:
+                    from gigaworld_policy.sim.video import side_by_side
+
+                    fut = None
+                    if imagined is not None and len(imagined):
+                        fut = np.asarray(imagined)[min(len(imagined) - 1, j * len(imagined) // max(1, n))]
+                    live = side_by_side(live, fut)
+                frames.append(live)
+            result = env.step(actions[j])
+            obs, steps = result.obs, steps + 1
+            success, done = result.success, result.done
+            if success or done:
+                break
+    if record:
+        frames.append(np.concatenate([obs.images[c] for c in env.cameras], axis=1) if not imagine
+                      else frames[-1] if frames else np.concatenate([obs.images[c] for c in env.cameras], axis=1))
+    return {"success": bool(success), "length": steps, "latency_ms": latencies, "frames": frames}
+
+
+def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, seed: int = 0,
+             replan_every: int = 8, out_dir: str | Path | None = None, image_size: int = 64,
+             cameras: tuple[str, ...] | None = None, max_steps: int | None = None, video: bool = False,
+             imagine: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()``, ``bind_env(env)``)."""
+    from tqdm import tqdm
+
+    from gigaworld_policy.sim.envs import make_env, resolve_tasks
+
+    if not hasattr(policy, "infer"):
+        raise SimError(f"policy: {type(policy).__name__} has no infer(obs) method")
+    task_list = resolve_tasks(env_name, tasks)
+    if episodes < 1:
+        raise SimError(f"episodes: must be >= 1, got {episodes}")
+    out = Path(out_dir) if out_dir is not None else None
+    if (video or imagine) and out is None:
+        raise SimError("out_dir: needed to write videos (video=True / imagine=True)")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    per_task: dict[str, Any] = {}
+    all_latency: list[float] = []
+    bar = tqdm(total=episodes * len(task_list), desc=f"eval {env_name}", unit="ep", disable=not progress)
+    for task in task_list:
+        env = make_env(env_name, task, image_size=image_size, cameras=cameras, max_steps=max_steps)
+        if hasattr(policy, "bind_env"):
+            policy.bind_env(env)
+        successes, lengths, seeds = [], [], []
+        for ep in range(episodes):
+            s = eval_seed(seed, ep)
+            r = run_episode(policy, env, s, replan_every, record=video, imagine=imagine)
+            successes.append(r["success"])
+            lengths.append(r["length"])
+            seeds.append(s)
+            all_latency += r["latency_ms"]
+            if video and out is not None:
+                from gigaworld_policy.sim.video import write_mp4
+
+                (out / "videos").mkdir(exist_ok=True)
+                tag = "success" if r["success"] else "failure"
+                write_mp4(out / "videos" / f"{task}_ep{ep:03d}_{tag}.mp4", r["frames"], env.fps)
+            bar.update(1)
+            bar.set_postfix(task=task, success=f"{np.mean(successes):.2f}")
+        k, n = int(sum(successes)), len(successes)
+        lo, hi = wilson_interval(k, n)
+        per_task[task] = {"success": k / n, "ci95": [round(lo, 4), round(hi, 4)], "successes": k, "episodes": n,
+                          "lengths": lengths, "mean_length": float(np.mean(lengths)), "seeds": seeds,
+                          "episode_success": successes, "prompt": env.prompt}
+        env.close()
+    bar.close()
+    total_k = sum(t["successes"] for t in per_task.values())
+    total_n = sum(t["episodes"] for t in per_task.values())
+    lo, hi = wilson_interval(total_k, total_n)
+    lat = np.asarray(all_latency) if all_latency else np.zeros(1)
+    report: dict[str, Any] = {
+        "env": env_name, "tasks": task_list, "episodes_per_task": episodes, "seed": seed,
+        "eval_seeds": [eval_seed(seed, 0), eval_seed(seed, episodes - 1)], "replan_every": replan_every,
+        "image_size": image_size,
+        "mean_success": float(np.mean([t["success"] for t in per_task.values()])),
+        "pooled_ci95": [round(lo, 4), round(hi, 4)],
+        "success": {t: v["success"] for t, v in per_task.items()},
+        "per_task": per_task,
+        "latency_ms": {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90)),
+                       "chunks": len(all_latency)},
+        "git_commit": _git_commit(),
+        **(extra or {}),
+    }
+    if out is not None:
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Evaluation: {report['env']} ({report.get('policy', 'policy')})", "",
+             f"- episodes per task: {report['episodes_per_task']}, eval seeds {report['eval_seeds'][0]}.."
+             f"{report['eval_seeds'][1]}, replan every {report['replan_every']} steps",
+             f"- mean success: **{report['mean_success']:.3f}** (pooled Wilson 95% CI "
+             f"{report['pooled_ci95'][0]:.3f}-{report['pooled_ci95'][1]:.3f})",
+             f"- policy latency per chunk: median {report['latency_ms']['median']:.1f} ms, "
+             f"p90 {report['latency_ms']['p90']:.1f} ms ({report['latency_ms']['chunks']} chunks)",
+             f"- git commit: {report.get('git_commit')}", "",
+             "| task | success | 95% CI | episodes | mean length |", "|---|---|---|---|---|"]
+    for task, t in report["per_task"].items():
+        lines.append(f"| {task} | {t['success']:.3f} | {t['ci95'][0]:.2f}-{t['ci95'][1]:.2f} | {t['episodes']} | "
+                     f"{t['mean_length']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (needed for --policy model)")
+    parser.add_argument("--env", required=True, choices=["metaworld", "aloha"])
+    parser.add_argument("--tasks", required=True, nargs="+", help="task names and/or sets (MT10, MT50, ...)")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per task")
+    parser.add_argument("--seed", type=int, default=0, help="eval seeds are EVAL_SEED_OFFSET + seed + episode")
+    parser.add_argument("--replan-every", type=int, default=8, help="execute k actions of each chunk (0 = all)")
+    parser.add_argument("--policy", choices=["model", "expert", "random"], default="model")
+    parser.add_argument("--out", default=None, help="directory for report.json, report.md and videos")
+    parser.add_argument("--video", action="store_true", help="write an mp4 per episode")
+    parser.add_argument("--imagine", action="store_true", help="mp4 side by side with imagined future frames")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--cameras", nargs="+", default=None)
+    parser.add_argument("--max-steps", type=int, default=None)
+
+
+def make_policy(kind: str, checkpoint: str | None, seed: int = 0) -> Any:
+    from gigaworld_policy.sim.policies import ExpertPolicy, RandomPolicy
+
+    if kind == "expert":
+        return ExpertPolicy()
+    if kind == "random":
+        return RandomPolicy(seed=seed)
+    if kind != "model":
+        raise SimError(f"unknown policy {kind!r}; valid policies: model, expert, random")
+    if not checkpoint:
+        raise SimError("--checkpoint: required for --policy model")
+    from gigaworld_policy.policy import Policy  # imported lazily: torch and the model only when needed
+
+    return Policy.from_checkpoint(checkpoint)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        policy = make_policy(args.policy, args.checkpoint, args.seed)
+        report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
+                          out_dir=args.out, image_size=args.image_size,
+                          cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
+                          video=args.video or args.imagine, imagine=args.imagine,
+                          extra={"policy": args.policy, "checkpoint": args.checkpoint})
+    except SimError as e:
+        raise SystemExit(f"gwp eval: {e}") from None
+    print(report_markdown(report))
+    return 0
