@@ -145,10 +145,13 @@ class AlohaEnv:
         if self.max_steps < 1:
             raise SimError(f"max_steps: must be >= 1, got {self.max_steps}")
         self._env = _build(task, end_effector=False)
+        # exploration bounds (random policy): the start pose +-0.6 rad within the joint limits, grippers 0..1
         ranges = self._env.physics.model.actuator_ctrlrange
-        arm = lambda r: r[[0, 1, 2, 3, 4, 5]]  # noqa: E731  (the 6 arm actuators of one side)
-        self.action_low = np.concatenate([arm(ranges[:8, 0]), [0.0], arm(ranges[8:, 0]), [0.0]])
-        self.action_high = np.concatenate([arm(ranges[:8, 1]), [1.0], arm(ranges[8:, 1]), [1.0]])
+        start = np.asarray(START_ARM_POSE)[[0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]]
+        arm_ranges = ranges[[0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]]
+        lo, hi = np.maximum(start - 0.6, arm_ranges[:, 0]), np.minimum(start + 0.6, arm_ranges[:, 1])
+        self.action_low = np.concatenate([lo[:6], [0.0], lo[6:], [0.0]])
+        self.action_high = np.concatenate([hi[:6], [1.0], hi[6:], [1.0]])
         self._steps = 0
         self._qpos: np.ndarray | None = None
         self.seed: int | None = None
@@ -171,9 +174,13 @@ class AlohaEnv:
         if self._steps >= self.max_steps:
             raise SimError(f"aloha/{self.task}: episode is over ({self.max_steps} steps); call reset(seed)")
         a = check_action(action, 14, f"aloha/{self.task}")
-        ts = self._env.step(a)
-        self._qpos = ts.observation["qpos"]
         self._steps += 1
+        try:
+            ts = self._env.step(a)
+        except control.PhysicsError:  # a wild action made the simulation diverge: the episode fails here
+            self._steps = self.max_steps
+            return StepResult(obs=self._observation(), reward=0.0, success=False, done=True)
+        self._qpos = ts.observation["qpos"]
         reward = float(ts.reward or 0.0)
         return StepResult(obs=self._observation(), reward=reward, success=reward >= SUCCESS_REWARD,
                           done=self._steps >= self.max_steps)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gigaworld_policy.sim.common import SimError, wilson_interval
+from gigaworld_policy.sim.envs import make_env, resolve_tasks
+from gigaworld_policy.sim.metaworld_env import INSTRUCTIONS, task_sets
+
+
+def _rollout(env, seed: int, n: int = 5):
+    obs = env.reset(seed)
+    out = [(obs.state.copy(), {k: v.copy() for k, v in obs.images.items()})]
+    for _ in range(n):
+        r = env.step(np.asarray(env.action_high) * 0.3 if env.env_name == "metaworld" else obs.state)
+        out.append((r.obs.state.copy(), {k: v.copy() for k, v in r.obs.images.items()}))
+    return out
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(sa, sb) and all(np.array_equal(ia[k], ib[k]) for k in ia)
+               for (sa, ia), (sb, ib) in zip(a, b))
+
+
+@pytest.mark.parametrize("env_name,task,cams", [("metaworld", "pick-place-v3", ("corner2", "gripper")),
+                                                ("aloha", "insertion", ("top", "left_wrist"))])
+def test_reset_is_deterministic_per_seed_fresh_or_reused(env_name, task, cams):
+    env = make_env(env_name, task, image_size=32, cameras=cams)
+    first = _rollout(env, 7)
+    _rollout(env, 8)  # use the env for another episode in between
+    again = _rollout(env, 7)
+    fresh = _rollout(make_env(env_name, task, image_size=32, cameras=cams), 7)
+    assert _same(first, again) and _same(first, fresh)
+    other = _rollout(env, 8)
+    assert not np.array_equal(first[0][1][cams[0]], other[0][1][cams[0]]), "different seeds, same layout"
+
+
+def test_metaworld_observation_layout():
+    env = make_env("metaworld", "reach-v3", image_size=48, cameras=("corner2", "gripper"))
+    obs = env.reset(0).to_policy_obs()
+    assert set(obs["images"]) == {"corner2", "gripper"}
+    assert obs["images"]["corner2"].shape == (48, 48, 3) and obs["images"]["corner2"].dtype == np.uint8
+    assert obs["state"].shape == (4,) and obs["robot_type"] == "metaworld_sawyer"
+    assert obs["prompt"] == INSTRUCTIONS["reach-v3"]
+    # corner2 is mounted upside down: after our 180-degree rotation the (grey) floor/background is at
+    # the top and the table/robot below, i.e. the top rows are brighter-uniform than the bottom rows
+    img = obs["images"]["corner2"].astype(float)
+    assert img[:8].std() < img[-16:].std()
+
+
+def test_metaworld_step_limit():
+    env = make_env("metaworld", "reach-v3", image_size=16, max_steps=3)
+    env.reset(0)
+    results = [env.step(np.zeros(4)) for _ in range(3)]
+    assert [r.done for r in results] == [False, False, True]
+    with pytest.raises(SimError, match="episode is over"):
+        env.step(np.zeros(4))
+    with pytest.raises(SimError, match="max_steps"):
+        make_env("metaworld", "reach-v3", max_steps=501)
+
+
+def test_aloha_actions_are_absolute_and_unclipped():
+    env = make_env("aloha", "transfer_cube", image_size=16)
+    obs = env.reset(0)
+    target = obs.state.astype(np.float64).copy()
+    target[0] = 1.3  # waist angle outside the declared Box(-1, 1): must be honoured, not clipped
+    for _ in range(60):
+        r = env.step(target)
+    assert r.obs.state[0] > 1.1
+    with pytest.raises(SimError, match="shape"):
+        env.step(np.zeros(7))
+
+
+def test_task_sets_and_unknown_names():
+    sets = task_sets()
+    assert len(sets["MT10"]) == 10 and len(sets["MT50"]) == 50
+    assert len(sets["ML45-train"]) == 45 and len(sets["ML45-test"]) == 5
+    assert not set(sets["ML45-train"]) & set(sets["ML45-test"])
+    assert set(INSTRUCTIONS) == set(sets["MT50"])
+    assert resolve_tasks("metaworld", "MT10,reach-v3") == list(sets["MT10"])
+    assert resolve_tasks("aloha", ["TransferCube", "insertion"]) == ["transfer_cube", "insertion"]
+    with pytest.raises(SimError, match=r"unknown metaworld task 'pick-plce-v3'.*pick-place-v3"):
+        resolve_tasks("metaworld", ["pick-plce-v3"])
+    with pytest.raises(SimError, match=r"unknown aloha task 'Cube'.*transfer_cube"):
+        make_env("aloha", "Cube")
+    with pytest.raises(SimError, match=r"unknown env 'mujoco'.*metaworld"):
+        make_env("mujoco", "reach-v3")
+    with pytest.raises(SimError, match=r"unknown Meta-World camera 'front'.*corner2"):
+        make_env("metaworld", "reach-v3", cameras=("front",))
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(10, 20)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.4, abs=0.03)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
