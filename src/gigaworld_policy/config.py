@@ -274,7 +274,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return _coerce(args[0], value, where)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if tp is int and isinstance(value, bool) or tp is int and not isinstance(value, int):
+    if (tp is int and isinstance(value, bool)) or (tp is int and not isinstance(value, int)):
         raise ConfigError(f"{where}: expected an int, got {value!r}")
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected a bool, got {value!r}")

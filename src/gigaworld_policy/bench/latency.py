@@ -1,0 +1,132 @@
+"""`gwp bench latency`: time one action chunk for joint, action-only, and cached action-only decoding.
+
+All three run the same model at the same number of denoising steps:
+  joint          ``generate`` without the prefix cache: actions and future video denoised together,
+                 the whole sequence at every step (what a Motus-style joint model must do);
+  action_only    ``predict_actions(use_cache=False)``: no F tokens, S/R/A recomputed every step;
+  cached         ``predict_actions(use_cache=True)``: S/R and text keys/values once, then A tokens only.
+``ideal_speedup`` is joint over cached counted in token passes (layout.token_passes): what an
+implementation whose cost were exactly proportional to tokens would get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from gigaworld_policy.config import Config, apply_overrides, get_preset
+from gigaworld_policy.model import WorldActionModel
+from gigaworld_policy.model.layout import token_passes
+
+
+def paper_geometry(cfg: Config) -> Config:
+    """The paper's token counts on a pixel tokenizer: 1 + 120 clean, 48 action, 120 future tokens."""
+    if cfg.model.video_tokenizer != "pixel":
+        return cfg
+    p = cfg.model.patch_size[1]
+    model = dataclasses.replace(cfg.model, image_height=12 * p, image_width=10 * p, num_future_frames=1,
+                                action_horizon=48, patch_size=(1, p, p))
+    return dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, future_offsets=(48,)))
+
+
+def _time(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = None, repeats: int = 20,
+                warmup: int = 3, dtype: torch.dtype | None = None, seed: int = 0) -> dict[str, object]:
+    """Median milliseconds per chunk (batch 1) for the three decoding paths, plus token-count ratios."""
+    if cfg.model.attention_mode != "action_centered":
+        cfg = apply_overrides(cfg, ["model.attention_mode=action_centered"])
+    torch.manual_seed(seed)
+    dev = torch.device(device)
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    with dev:
+        model = WorldActionModel(cfg).to(dtype).eval()
+    model.init_non_persistent_buffers(dev)
+    obs = model.example_observation(1, generator=torch.Generator().manual_seed(seed))
+    obs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in obs.items()}
+    steps = num_steps or cfg.flow.num_inference_steps
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    m = cfg.model
+    n_ctx, n_a, n_f = 1 + m.num_reference_tokens, m.action_horizon, m.num_future_tokens
+    runs = {
+        "joint": lambda: model.generate(obs, num_steps=steps, use_cache=False),
+        "action_only": lambda: model.predict_actions(obs, num_steps=steps, use_cache=False),
+        "action_only_cached": lambda: model.predict_actions(obs, num_steps=steps, use_cache=True),
+    }
+    with torch.inference_mode():
+        times = {k: _time(fn, repeats, warmup, sync) for k, fn in runs.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    passes = {
+        "joint": token_passes(steps, n_ctx, n_a, n_f, cached=False, with_video=True),
+        "action_only": token_passes(steps, n_ctx, n_a, n_f, cached=False, with_video=False),
+        "action_only_cached": token_passes(steps, n_ctx, n_a, n_f, cached=True, with_video=False),
+    }
+    ideal = passes["joint"] / passes["action_only_cached"]
+    speedup = med["joint"] / med["action_only_cached"]
+    return {
+        "preset": cfg.name, "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "steps": steps,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "tokens": {"context": n_ctx, "action": n_a, "future": n_f},
+        "joint_ms": round(med["joint"], 3), "action_only_ms": round(med["action_only"], 3),
+        "action_only_cached_ms": round(med["action_only_cached"], 3),
+        "p90_ms": {k: round(sorted(v)[int(0.9 * (len(v) - 1))], 3) for k, v in times.items()},
+        "token_passes": passes, "speedup": round(speedup, 3),
+        "speedup_uncached_over_cached": round(med["action_only"] / med["action_only_cached"], 3),
+        "ideal_speedup": round(ideal, 3), "fraction_of_ideal": round(speedup / ideal, 3),
+        "repeats": repeats, "torch_threads": torch.get_num_threads(),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="cpu-small")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's, 10)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--geometry", choices=["preset", "paper"], default="preset",
+                   help="'paper': 121 clean context, 48 action and 120 future tokens at the preset's width")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON line")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = apply_overrides(get_preset(args.preset), args.overrides)
+    if args.geometry == "paper":
+        cfg = paper_geometry(cfg)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    r = run_latency(cfg, device=args.device, num_steps=args.steps, repeats=args.repeats, warmup=args.warmup)
+    r["geometry"] = args.geometry
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    tok = r["tokens"]
+    print(f"preset={r['preset']} geometry={args.geometry} device={r['device']} dtype={r['dtype']} "
+          f"params={r['params_m']}M steps={r['steps']} tokens: context={tok['context']} action={tok['action']} "
+          f"future={tok['future']}")
+    print(f"{'path':22s} {'median ms':>10s} {'p90 ms':>10s} {'token passes':>13s}")
+    for k in ("joint", "action_only", "action_only_cached"):
+        print(f"{k:22s} {r[k + '_ms']:10.2f} {r['p90_ms'][k]:10.2f} {r['token_passes'][k]:13d}")
+    print(f"speedup joint/cached = {r['speedup']:.2f}x (ideal {r['ideal_speedup']:.2f}x, "
+          f"{100 * r['fraction_of_ideal']:.0f}% of ideal); uncached/cached = {r['speedup_uncached_over_cached']:.2f}x")
+    return 0
+
+
+__all__ = ["paper_geometry", "run_latency"]

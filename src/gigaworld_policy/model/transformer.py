@@ -1,0 +1,425 @@
+"""The world-action transformer: Wan 2.2 DiT blocks over [state, reference, action, future] tokens.
+
+Legend: b batch, n tokens, t action steps, a action dims, s state dims, l text tokens, e text width,
+d stream width, D visual width (num_heads * head_dim), H heads, k head dim, c/f/h/w latent channels,
+frames, height, width.
+
+Parameter names follow diffusers' ``WanTransformer3DModel`` wherever a module has a Wan counterpart
+(``patch_embedding``, ``condition_embedder.*``, ``blocks.N.attn1.to_q`` ..., ``scale_shift_table``,
+``proj_out``) so Wan checkpoints load by name. New modules: per-embodiment ``state_encoder``,
+``action_encoder``, ``action_decoder``; ``action_out_modulation``; and for the Mixture-of-Transformers
+preset (GigaWorld-Policy-0.5) a narrower ``action_blocks.N`` expert for the S and A tokens.
+
+Streams: every token belongs to a stream. Dense models have one (all tokens through ``blocks``); MoT
+models have two, the visual stream (R, F through ``blocks``) and the action stream (S, A through
+``action_blocks``), joined in each layer by one self-attention over all tokens under the same mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.embeddings import (
+    PixArtAlphaTextProjection,
+    TimestepEmbedding,
+    Timesteps,
+    get_1d_rotary_pos_embed,
+)
+from diffusers.models.normalization import FP32LayerNorm
+from einops import rearrange
+from torch import nn
+
+from gigaworld_policy.config import ModelConfig
+from gigaworld_policy.model.layout import ACTION, FUTURE, REFERENCE, STATE, attention_mask
+
+VISUAL, ACTION_STREAM = 0, 1
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks
+# ------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Wan attention projections (``to_q/to_k/to_v/to_out.0``, RMS qk-norm across heads)."""
+
+    def __init__(self, q_dim: int, kv_dim: int, heads: int, head_dim: int, eps: float):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(q_dim, inner)
+        self.to_k = nn.Linear(kv_dim, inner)
+        self.to_v = nn.Linear(kv_dim, inner)
+        self.to_out = nn.ModuleList([nn.Linear(inner, q_dim), nn.Dropout(0.0)])
+        self.norm_q = nn.RMSNorm(inner, eps=eps, elementwise_affine=True)
+        self.norm_k = nn.RMSNorm(inner, eps=eps, elementwise_affine=True)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:  # [b, n, d] -> [b, n, H, k]
+        return self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
+
+    def key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # -> 2 x [b, n, H, k]
+        return (self.norm_k(self.to_k(x)).unflatten(2, (self.heads, -1)),
+                self.to_v(x).unflatten(2, (self.heads, -1)))
+
+    def out(self, x: torch.Tensor) -> torch.Tensor:  # [b, n, H, k] -> [b, n, d]
+        return self.to_out[0](x.flatten(2))
+
+
+class WanBlock(nn.Module):
+    """One Wan 2.2 DiT block's weights: adaLN (6 modulations), self-attn, text cross-attn, GELU FFN."""
+
+    def __init__(self, dim: int, ffn_dim: int, heads: int, head_dim: int, context_dim: int, eps: float,
+                 cross_attn_norm: bool):
+        super().__init__()
+        self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.attn1 = Attention(dim, dim, heads, head_dim, eps)
+        self.attn2 = Attention(dim, context_dim, heads, head_dim, eps)
+        self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
+        self.ffn = FeedForward(dim, inner_dim=ffn_dim, activation_fn="gelu-approximate")
+        self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def modulation(self, mod: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """mod [b, n, 6, d] (time projection per token) -> 6 x [b, n, d] in fp32 (Wan's order)."""
+        return (self.scale_shift_table.unsqueeze(0) + mod.float()).unbind(2)
+
+
+class EmbodimentMLP(nn.Module):
+    """One small MLP per embodiment; each sample goes through its own embodiment's MLP."""
+
+    def __init__(self, num_embodiments: int, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+            for _ in range(num_embodiments)
+        )
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor, embodiment_id: torch.Tensor) -> torch.Tensor:  # [b, n, i] -> [b, n, o]
+        ids = embodiment_id.tolist()
+        if len(set(ids)) == 1:  # common case: one robot per batch, no scatter
+            return self.mlps[ids[0]](x)
+        out = x.new_empty(*x.shape[:-1], self.out_dim)
+        for e in sorted(set(ids)):
+            rows = (embodiment_id == e).nonzero(as_tuple=True)[0]
+            out[rows] = self.mlps[e](x[rows]).to(out.dtype)
+        return out
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) by per-token angles; x [b, n, H, k], cos/sin [n, k/2]."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2).type_as(x)
+
+
+def rope_1d(dim: int, positions: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [n, dim/2] for integer positions (diffusers' frequencies, fp64 then fp32)."""
+    cos, sin = get_1d_rotary_pos_embed(dim, positions.double(), theta, use_real=True, repeat_interleave_real=True,
+                                       freqs_dtype=torch.float64)
+    return cos[:, 0::2].float(), sin[:, 1::2].float()
+
+
+def rope_3d(head_dim: int, frames: torch.Tensor, height: int, width: int, theta: float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan's 3D RoPE: head dim split t/h/w (128 -> 44/42/42), tokens ordered (frame, row, column)."""
+    h_dim = w_dim = 2 * (head_dim // 6)
+    t_dim = head_dim - h_dim - w_dim
+    f = frames.numel()
+    grid_t = frames.view(f, 1, 1).expand(f, height, width).reshape(-1)
+    grid_h = torch.arange(height).view(1, height, 1).expand(f, height, width).reshape(-1)
+    grid_w = torch.arange(width).view(1, 1, width).expand(f, height, width).reshape(-1)
+    parts = [rope_1d(d, g, theta) for d, g in ((t_dim, grid_t), (h_dim, grid_h), (w_dim, grid_w))]
+    return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-call state
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tokens:
+    """Tokens of one block (S, R, A or F) entering the transformer."""
+
+    name: str
+    x: torch.Tensor  # [b, n, d_stream]
+    time_mod: torch.Tensor  # [b, 1, 6, d_stream] adaLN modulation from this block's timestep
+    cos: torch.Tensor  # [n, k/2]
+    sin: torch.Tensor
+
+
+@dataclass
+class Context:
+    """An encoded observation: what stays fixed over the denoising loop.
+
+    With ``prefix_kv`` (the prefix cache) the S and R tokens have already been run through every layer
+    and only their per-layer keys/values are kept; otherwise ``prefix`` holds their input tokens and
+    they are recomputed with the noised tokens at every step.
+    """
+
+    embodiment_id: torch.Tensor  # [b]
+    text: torch.Tensor  # [b, l, D] after the text embedder
+    text_mask: torch.Tensor  # [b, 1, 1, l] for SDPA
+    prefix: list[Tokens]  # S and R input tokens
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: [b, H, n_prefix, k] x2
+    text_kv: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] | None = None  # per layer, per stream
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.embodiment_id.shape[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# The network
+# ------------------------------------------------------------------------------------------------
+
+
+class WorldActionTransformer(nn.Module):
+    """Predicts flow-matching velocities for action and future-latent tokens (noise process: flow.py)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, Da = cfg.dim, cfg.action_stream_dim
+        hid = cfg.embodiment_hidden_dim or Da
+        # --- Wan modules (diffusers names) ---
+        self.patch_embedding = nn.Conv3d(cfg.latent_channels, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.condition_embedder = nn.Module()
+        self.condition_embedder.timesteps_proj = Timesteps(cfg.freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.condition_embedder.time_embedder = TimestepEmbedding(in_channels=cfg.freq_dim, time_embed_dim=D)
+        self.condition_embedder.act_fn = nn.SiLU()
+        self.condition_embedder.time_proj = nn.Linear(D, 6 * D)
+        self.condition_embedder.text_embedder = PixArtAlphaTextProjection(cfg.text_dim, D, act_fn="gelu_tanh")
+        block = dict(heads=cfg.num_heads, head_dim=cfg.head_dim, context_dim=D, eps=cfg.eps,
+                     cross_attn_norm=cfg.cross_attn_norm)
+        self.blocks = nn.ModuleList(WanBlock(D, cfg.ffn_dim, **block) for _ in range(cfg.num_layers))
+        self.norm_out = FP32LayerNorm(D, cfg.eps, elementwise_affine=False)
+        self.proj_out = nn.Linear(D, cfg.latent_channels * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2])
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, D) / D**0.5)
+        # --- Mixture-of-Transformers action expert (GWP-0.5) ---
+        self.is_mot = cfg.action_expert_dim is not None
+        if self.is_mot:
+            assert cfg.action_expert_ffn_dim is not None
+            self.action_blocks = nn.ModuleList(
+                WanBlock(Da, cfg.action_expert_ffn_dim, **block) for _ in range(cfg.num_layers))
+            self.action_time_proj = nn.Linear(D, 6 * Da)
+        # --- robot modules ---
+        E = cfg.num_embodiments
+        self.state_encoder = EmbodimentMLP(E, cfg.state_dim, hid, Da)
+        self.action_encoder = EmbodimentMLP(E, cfg.action_dim, hid, Da)
+        self.action_decoder = EmbodimentMLP(E, Da, hid, cfg.action_dim)
+        self.action_norm_out = FP32LayerNorm(Da, cfg.eps, elementwise_affine=False)
+        self.action_out_modulation = nn.Linear(D, 2 * Da)
+        self._init_new_modules()
+        self._build_rope_tables()
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _init_new_modules(self) -> None:
+        # Output heads start at zero velocity; the adaLN modulation of new heads starts at identity.
+        for mlp in self.action_decoder.mlps:
+            nn.init.zeros_(mlp[-1].weight)
+            nn.init.zeros_(mlp[-1].bias)
+        nn.init.zeros_(self.action_out_modulation.weight)
+        nn.init.zeros_(self.action_out_modulation.bias)
+
+    def _build_rope_tables(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the RoPE tables (non-persistent buffers): call after ``to_empty`` from meta."""
+        with torch.device("cpu"):  # exact fp64 tables even when the module is built on ``meta``
+            self._set_rope_tables()
+        if device is not None:
+            for name in ("video_cos", "video_sin", "robot_cos", "robot_sin"):
+                setattr(self, name, getattr(self, name).to(device))
+
+    def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
+        self._build_rope_tables(device)
+
+    def _set_rope_tables(self) -> None:
+        cfg = self.cfg
+        lh, lw = cfg.latent_hw
+        gh, gw = lh // cfg.patch_size[1], lw // cfg.patch_size[2]
+        n_frames = 1 + cfg.future_latent_frames // cfg.patch_size[0]
+        vcos, vsin = rope_3d(cfg.head_dim, torch.arange(n_frames), gh, gw, cfg.rope_theta)
+        # S at position 0, actions at 1..T: 1D RoPE over the whole head dim (DESIGN.md "Positions").
+        acos, asin = rope_1d(cfg.head_dim, torch.arange(cfg.action_horizon + 1), cfg.rope_theta)
+        n_ref = gh * gw
+        tables = {"video_cos": vcos, "video_sin": vsin, "robot_cos": acos, "robot_sin": asin}
+        for k, v in tables.items():
+            if k in self._buffers:
+                self._buffers[k] = v
+            else:
+                self.register_buffer(k, v, persistent=False)
+        self._n_ref = n_ref
+
+    def rope(self, block: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if block == STATE:
+            return self.robot_cos[:1], self.robot_sin[:1]
+        if block == ACTION:
+            return self.robot_cos[1:], self.robot_sin[1:]
+        if block == REFERENCE:
+            return self.video_cos[: self._n_ref], self.video_sin[: self._n_ref]
+        return self.video_cos[self._n_ref:], self.video_sin[self._n_ref:]
+
+    def stream_of(self, block: str) -> int:
+        return ACTION_STREAM if self.is_mot and block in (STATE, ACTION) else VISUAL
+
+    def layer(self, i: int, stream: int) -> WanBlock:
+        return self.action_blocks[i] if stream == ACTION_STREAM else self.blocks[i]
+
+    # -- embeddings ----------------------------------------------------------------------------------
+    def time_embedding(self, sigma: torch.Tensor) -> torch.Tensor:
+        """sigma [b] in [0, 1] -> Wan time embedding temb [b, D] (timestep = 1000 sigma)."""
+        ce = self.condition_embedder
+        t = ce.timesteps_proj(sigma * 1000.0)
+        return ce.time_embedder(t.to(ce.time_embedder.linear_1.weight.dtype))
+
+    def time_modulation(self, temb: torch.Tensor, stream: int) -> torch.Tensor:
+        """temb [b, D] -> adaLN modulation [b, 1, 6, d_stream] for one block's tokens."""
+        proj = self.action_time_proj if stream == ACTION_STREAM else self.condition_embedder.time_proj
+        return proj(F.silu(temb)).unflatten(1, (6, -1)).unsqueeze(1)
+
+    def make_tokens(self, name: str, x: torch.Tensor, sigma: torch.Tensor) -> Tokens:
+        cos, sin = self.rope(name)
+        temb = self.time_embedding(sigma)
+        return Tokens(name, x, self.time_modulation(temb, self.stream_of(name)), cos, sin)
+
+    def embed_latents(self, latents: torch.Tensor) -> torch.Tensor:  # [b, c, f, h, w] -> [b, n, D]
+        return self.patch_embedding(latents).flatten(2).transpose(1, 2)
+
+    def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:  # [b, n, pt*ph*pw*c] -> [b, c, f, h, w]
+        cfg = self.cfg
+        pt, ph, pw = cfg.patch_size
+        lh, lw = cfg.latent_hw
+        return rearrange(x, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=frames // pt, h=lh // ph,
+                         w=lw // pw, pt=pt, ph=ph, pw=pw)
+
+    def encode_context(self, *, state: torch.Tensor, reference_latents: torch.Tensor, text: torch.Tensor,
+                       text_mask: torch.Tensor, embodiment_id: torch.Tensor, use_cache: bool) -> Context:
+        """Embed the clean observation; with ``use_cache`` also run it through every layer once."""
+        b = state.shape[0]
+        zero = torch.zeros(b, device=state.device, dtype=state.dtype)
+        prefix = [
+            self.make_tokens(STATE, self.state_encoder(state[:, None], embodiment_id), zero),
+            self.make_tokens(REFERENCE, self.embed_latents(reference_latents), zero),
+        ]
+        ctx = Context(embodiment_id=embodiment_id, text=self.condition_embedder.text_embedder(text),
+                      text_mask=text_mask[:, None, None, :], prefix=prefix)
+        if use_cache:
+            ctx.text_kv = [
+                {s: self.layer(i, s).attn2.key_value(ctx.text) for s in self._streams()}
+                for i in range(self.cfg.num_layers)
+            ]
+            ctx.prefix_kv = []
+            self._run(ctx, prefix, collect_kv=ctx.prefix_kv)
+        return ctx
+
+    def _streams(self) -> tuple[int, ...]:
+        return (VISUAL, ACTION_STREAM) if self.is_mot else (VISUAL,)
+
+    # -- the forward pass ----------------------------------------------------------------------------
+    def forward(
+        self,
+        ctx: Context,
+        *,
+        noisy_actions: torch.Tensor | None,  # [b, t, a]
+        action_sigma: torch.Tensor | None,  # [b]
+        noisy_future: torch.Tensor | None,  # [b, c, f, h, w]
+        future_sigma: torch.Tensor | None,  # [b]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Velocities for the noised action chunk [b, t, a] and future latents [b, c, f, h, w].
+
+        Tokens run: the S/R prefix unless it is cached in ``ctx``, then A if ``noisy_actions`` is
+        given, then F if ``noisy_future`` is given. The attention mask (layout.py) decides who sees whom;
+        the same code serves training, action-only decoding and joint decoding in every attention mode.
+        """
+        tokens = [] if ctx.prefix_kv is not None else list(ctx.prefix)
+        if noisy_actions is not None:
+            assert action_sigma is not None
+            x = self.action_encoder(noisy_actions, ctx.embodiment_id)
+            tokens.append(self.make_tokens(ACTION, x, action_sigma))
+        if noisy_future is not None:
+            assert future_sigma is not None
+            if self.cfg.attention_mode == "no_video":
+                raise ValueError("attention_mode='no_video' has no future-video tokens")
+            tokens.append(self.make_tokens(FUTURE, self.embed_latents(noisy_future), future_sigma))
+        out = self._run(ctx, tokens)
+        action_v = future_v = None
+        if noisy_actions is not None:
+            x = out[ACTION]
+            shift, scale = (self.action_out_modulation(F.silu(self.time_embedding(action_sigma)))
+                            .unflatten(1, (2, -1)).unsqueeze(1).unbind(2))
+            x = (self.action_norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+            action_v = self.action_decoder(x, ctx.embodiment_id)
+        if noisy_future is not None:
+            x = out[FUTURE]
+            temb = self.time_embedding(future_sigma)
+            shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).unsqueeze(1).unbind(2)
+            x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+            future_v = self.unpatchify(self.proj_out(x), noisy_future.shape[2])
+        return action_v, future_v
+
+    def _run(self, ctx: Context, tokens: list[Tokens],
+             collect_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """Run ``tokens`` through all layers (against the cached prefix if any); outputs per block."""
+        streams = self._streams()
+        # Group tokens by stream; within a layer each stream is one tensor, attention joins them.
+        groups = {s: [t for t in tokens if self.stream_of(t.name) == s] for s in streams}
+        groups = {s: g for s, g in groups.items() if g}
+        order = [t for g in groups.values() for t in g]  # attention sequence order
+        b = ctx.batch_size
+        x = {s: torch.cat([t.x for t in g], dim=1) for s, g in groups.items()}
+        mod = {s: torch.cat([t.time_mod.expand(b, t.x.shape[1], -1, -1) for t in g], dim=1) for s, g in groups.items()}
+        cos = torch.cat([t.cos for t in order]).to(ctx.text.device)
+        sin = torch.cat([t.sin for t in order]).to(ctx.text.device)
+        sizes = [x[s].shape[1] for s in groups]
+        query_blocks = [(t.name, t.x.shape[1]) for t in order]
+        key_blocks = list(query_blocks)
+        if ctx.prefix_kv is not None:
+            key_blocks = [(t.name, t.x.shape[1]) for t in ctx.prefix] + key_blocks
+        mask = attention_mask(self.cfg.attention_mode, query_blocks, key_blocks, device=ctx.text.device)
+
+        for i in range(self.cfg.num_layers):
+            # 1) adaLN + self-attention projections per stream, one joint attention over all tokens
+            mods, qs, ks, vs = {}, [], [], []
+            for s in groups:
+                blk = self.layer(i, s)
+                mods[s] = blk.modulation(mod[s])
+                shift, scale = mods[s][0], mods[s][1]
+                h = (blk.norm1(x[s].float()) * (1 + scale) + shift).type_as(x[s])
+                q = blk.attn1.query(h)
+                k, v = blk.attn1.key_value(h)
+                qs.append(q), ks.append(k), vs.append(v)
+            q = apply_rope(torch.cat(qs, dim=1), cos, sin).transpose(1, 2)  # [b, H, n, k]
+            k = apply_rope(torch.cat(ks, dim=1), cos, sin).transpose(1, 2)
+            v = torch.cat(vs, dim=1).transpose(1, 2)
+            if collect_kv is not None:
+                collect_kv.append((k, v))
+            if ctx.prefix_kv is not None:
+                pk, pv = ctx.prefix_kv[i]
+                k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # [b, n, H, k]
+            for s, a in zip(groups, attn.split(sizes, dim=1)):
+                blk, (_, _, gate, c_shift, c_scale, c_gate) = self.layer(i, s), mods[s]
+                h = x[s].float() + blk.attn1.out(a) * gate
+                x[s] = h.type_as(x[s])
+                # 2) text cross-attention (keys/values cached per layer and stream when available)
+                hq = blk.norm2(x[s].float()).type_as(x[s])
+                if ctx.text_kv is not None:
+                    tk, tv = ctx.text_kv[i][s]
+                else:
+                    tk, tv = blk.attn2.key_value(ctx.text)
+                c = F.scaled_dot_product_attention(blk.attn2.query(hq).transpose(1, 2), tk.transpose(1, 2),
+                                                   tv.transpose(1, 2), attn_mask=ctx.text_mask)
+                x[s] = x[s] + blk.attn2.out(c.transpose(1, 2))
+                # 3) modulated GELU feed-forward
+                h = (blk.norm3(x[s].float()) * (1 + c_scale) + c_shift).type_as(x[s])
+                x[s] = (x[s].float() + blk.ffn(h).float() * c_gate).type_as(x[s])
+
+        out: dict[str, torch.Tensor] = {}
+        for s, g in groups.items():
+            for t, y in zip(g, x[s].split([t.x.shape[1] for t in g], dim=1)):
+                out[t.name] = y
+        return out

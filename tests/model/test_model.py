@@ -1,0 +1,301 @@
+"""Core model: every path (loss, backward, action-only, joint) in every attention mode, the method's
+invariants (mask, cache), an overfitting check, and input validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from gigaworld_policy.config import Config, apply_overrides, get_preset
+from gigaworld_policy.model import BatchError, WorldActionModel
+
+MODES = ["action_centered", "joint", "no_video"]
+
+
+def tiny(mode: str = "action_centered", mot: bool = False, **flow) -> Config:
+    over = [f"model.attention_mode={mode}"]
+    if mot:
+        over += ["model.action_expert_dim=32", "model.action_expert_ffn_dim=64"]
+    over += [f"flow.{k}={v}" for k, v in flow.items()]
+    return apply_overrides(get_preset("tiny"), over)
+
+
+def randomize_zero_init(model: WorldActionModel) -> WorldActionModel:
+    """Zero-initialized heads make every output 0; give them weights so comparisons can fail."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if bool((p == 0).all()):
+                p.normal_(0.0, 0.2)
+    return model
+
+
+def make(mode: str = "action_centered", mot: bool = False, **flow) -> WorldActionModel:
+    return randomize_zero_init(WorldActionModel(tiny(mode, mot, **flow))).eval()
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("mot", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_forward_backward_and_sampling(mode: str, mot: bool) -> None:
+    model = make(mode, mot).train()
+    batch = model.example_batch(3, generator=gen(0))
+    out = model.compute_loss(batch, generator=gen(1))
+    assert set(out) >= {"loss", "action_loss", "video_loss"}
+    assert torch.isfinite(out["loss"]) and out["action_loss"] > 0
+    assert (out["video_loss"] > 0) == (mode != "no_video")
+    out["loss"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["blocks.0.attn1.to_q.weight"] is not None
+    if mode != "no_video":
+        assert grads["proj_out.weight"].abs().sum() > 0  # the video head is trained
+    used = set(batch["embodiment_id"].tolist())
+    for e in range(model.cfg.num_embodiments):
+        g = grads[f"action_decoder.mlps.{e}.2.weight"]
+        assert (g is not None and g.abs().sum() > 0) == (e in used)
+    obs = model.example_observation(2, generator=gen(2))
+    actions = model.predict_actions(obs, num_steps=3)
+    assert actions.shape == (2, model.cfg.action_horizon, model.cfg.action_dim)
+    assert torch.isfinite(actions).all()
+    if mode != "no_video":
+        a, video = model.generate(obs, num_steps=3)
+        assert a.shape == actions.shape
+        assert video.shape == (2, 3, model.cfg.future_latent_frames, model.cfg.image_height, model.cfg.image_width)
+    else:
+        with pytest.raises(ValueError, match="no_video"):
+            model.generate(obs)
+
+
+@pytest.mark.parametrize("mot", [False, True])
+def test_action_loss_ignores_future_frames_in_action_centered(mot: bool) -> None:
+    model = make("action_centered", mot)
+    batch = model.example_batch(3, generator=gen(0))
+    ref = model.compute_loss(batch, generator=gen(1))
+    batch["future_frames"] = torch.rand_like(batch["future_frames"]) * 2 - 1
+    changed = model.compute_loss(batch, generator=gen(1))
+    assert torch.equal(ref["action_loss"], changed["action_loss"])  # bit-identical
+    assert not torch.equal(ref["video_loss"], changed["video_loss"])
+
+
+@pytest.mark.parametrize("mot", [False, True])
+def test_action_loss_depends_on_future_frames_in_joint(mot: bool) -> None:
+    model = make("joint", mot)
+    batch = model.example_batch(3, generator=gen(0))
+    ref = model.compute_loss(batch, generator=gen(1))
+    batch["future_frames"] = torch.rand_like(batch["future_frames"]) * 2 - 1
+    changed = model.compute_loss(batch, generator=gen(1))
+    assert not torch.allclose(ref["action_loss"], changed["action_loss"])
+
+
+@pytest.mark.parametrize("mot", [False, True])
+def test_generate_actions_equal_action_only_actions(mot: bool) -> None:
+    model = make("action_centered", mot)
+    obs = model.example_observation(2, generator=gen(3))
+    noise = torch.randn(2, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(4))
+    only = model.predict_actions(obs, noise=noise)
+    joint, _ = model.generate(obs, noise=noise)
+    assert only.abs().max() > 1e-2  # the comparison is not between zeros
+    torch.testing.assert_close(joint, only, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mot", [False, True])
+@pytest.mark.parametrize("mode", ["action_centered", "no_video"])
+def test_prefix_cache_matches_full_recompute(mode: str, mot: bool) -> None:
+    model = make(mode, mot)
+    obs = model.example_observation(2, generator=gen(5))
+    noise = torch.randn(2, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(6))
+    cached = model.predict_actions(obs, noise=noise, use_cache=True)
+    full = model.predict_actions(obs, noise=noise, use_cache=False)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+
+
+def test_joint_generate_cache_matches_full_recompute() -> None:
+    model = make("joint")
+    obs = model.example_observation(2, generator=gen(5))
+    noise = torch.randn(2, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(6))
+    vnoise = torch.randn(2, 3, model.cfg.future_latent_frames, 32, 32, generator=gen(7))
+    a1, v1 = model.generate(obs, noise=noise, video_noise=vnoise, use_cache=True)
+    a2, v2 = model.generate(obs, noise=noise, video_noise=vnoise, use_cache=False)
+    torch.testing.assert_close(a1, a2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(v1, v2, atol=1e-5, rtol=0)
+
+
+def test_world_model_generation_keeps_given_actions_and_depends_on_them() -> None:
+    model = make("action_centered")
+    obs = model.example_observation(1, generator=gen(8))
+    vnoise = torch.randn(1, 3, model.cfg.future_latent_frames, 32, 32, generator=gen(9))
+    a = torch.rand(1, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(10)) * 2 - 1
+    a_out, v1 = model.generate(obs, actions=a, video_noise=vnoise)
+    assert torch.equal(a_out, a)
+    _, v2 = model.generate(obs, actions=-a, video_noise=vnoise)
+    assert not torch.allclose(v1, v2)  # the imagined future is conditioned on the actions
+
+
+def test_embodiment_id_selects_the_robot_modules() -> None:
+    model = make("action_centered")
+    obs = model.example_observation(1, generator=gen(11))
+    noise = torch.randn(1, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(12))
+    obs["embodiment_id"] = torch.tensor([0])
+    a0 = model.predict_actions(obs, noise=noise)
+    obs["embodiment_id"] = torch.tensor([1])
+    a1 = model.predict_actions(obs, noise=noise)
+    assert not torch.allclose(a0, a1)
+
+
+def test_mixed_embodiment_batch_equals_per_sample() -> None:
+    model = make("action_centered")
+    obs = model.example_observation(2, generator=gen(13))
+    obs["embodiment_id"] = torch.tensor([0, 1])
+    noise = torch.randn(2, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(14))
+    both = model.predict_actions(obs, noise=noise)
+    for i in range(2):
+        one = model.predict_actions({k: v[i:i + 1] for k, v in obs.items()}, noise=noise[i:i + 1])
+        torch.testing.assert_close(both[i:i + 1], one, atol=1e-5, rtol=0)
+
+
+def test_padding_is_excluded_from_the_action_loss() -> None:
+    """Padded steps and padded dims get zero gradient at the action output; real entries do not."""
+    model = make("action_centered")
+    batch = model.example_batch(2, generator=gen(15))
+    batch["action_is_pad"][:] = False
+    batch["action_is_pad"][0, -3:] = True
+    batch["action_dim_mask"][:] = True
+    batch["action_dim_mask"][:, -2:] = False
+    outputs: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    handle = model.action_decoder.register_forward_hook(keep)
+    model.compute_loss(batch, generator=gen(16))["loss"].backward()
+    handle.remove()
+    g = outputs[0].grad.abs()  # [b, t, a]
+    assert float(g[0, -3:].max()) == 0.0 and float(g[:, :, -2:].max()) == 0.0
+    assert float(g[1, :, :-2].min()) > 0.0 and float(g[0, :-3, :-2].min()) > 0.0
+
+
+def test_padded_future_frames_are_excluded_from_the_video_loss() -> None:
+    model = make("action_centered")
+    batch = model.example_batch(2, generator=gen(17))
+    batch["future_is_pad"][0, -1] = True
+    outputs: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    handle = model.proj_out.register_forward_hook(keep)
+    model.compute_loss(batch, generator=gen(18))["loss"].backward()
+    handle.remove()
+    per_frame = model.cfg.tokens_per_latent_frame
+    g = outputs[0].grad.abs()  # [b, n_future_tokens, patch values]
+    assert float(g[0, -per_frame:].max()) == 0.0
+    assert float(g[0, :-per_frame].amax(dim=-1).min()) > 0.0 and float(g[1].amax(dim=-1).min()) > 0.0
+
+
+def test_world_model_objective_has_no_action_loss() -> None:
+    model = make("action_centered", world_model_prob=1.0)
+    out = model.compute_loss(model.example_batch(2, generator=gen(19)), generator=gen(20))
+    assert float(out["world_model_fraction"]) == 1.0
+    assert float(out["action_loss"]) == 0.0 and float(out["video_loss"]) > 0
+
+
+def test_tiny_model_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = WorldActionModel(tiny("action_centered")).train()
+    batch = model.example_batch(4, generator=gen(21))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    fixed = gen(22)
+
+    def action_loss(seed: int) -> float:
+        with torch.no_grad():
+            return float(model.compute_loss(batch, generator=gen(seed))["action_loss"])
+
+    before = sum(action_loss(s) for s in range(100, 104)) / 4
+    for _ in range(300):
+        fixed.manual_seed(int(torch.randint(0, 10_000, (1,))))
+        loss = model.compute_loss(batch, generator=fixed)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = sum(action_loss(s) for s in range(100, 104)) / 4
+    assert after < before / 10, (before, after)
+
+
+# -- validation --------------------------------------------------------------------------------------
+
+
+def test_missing_key_names_the_key_and_shape() -> None:
+    model = make()
+    batch = model.example_batch(2)
+    del batch["actions"]
+    with pytest.raises(BatchError, match=r"'actions'.*\['b', 't', 'a'\]"):
+        model.compute_loss(batch)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        ("state", torch.zeros(2, 5), r"'state': expected shape \[b=2, s=8\], got \[2, 5\]"),
+        ("image", torch.zeros(2, 3, 16, 32), r"'image': expected shape \[b=2, c=3, h=32, w=32\]"),
+        ("image", torch.zeros(2, 3, 32, 32, dtype=torch.float64), r"'image': expected dtype torch.float32"),
+        ("state", torch.full((2, 8), float("nan")), r"'state': contains NaN or inf"),
+        ("image", torch.full((2, 3, 32, 32), float("inf")), r"'image': contains NaN or inf"),
+        ("image", torch.full((2, 3, 32, 32), 255.0), r"'image': values must lie in \[-1.0, 1.0\]"),
+        ("embodiment_id", torch.tensor([0, 7]), r"'embodiment_id': unknown embodiment id"),
+        ("embodiment_id", torch.tensor([0.0, 1.0]), r"'embodiment_id': expected dtype torch.int64"),
+    ],
+)
+def test_bad_observation_is_refused_with_a_clear_error(key: str, value: torch.Tensor, pattern: str) -> None:
+    model = make()
+    obs = model.example_observation(2)
+    obs[key] = value
+    with pytest.raises(BatchError, match=pattern):
+        model.predict_actions(obs)
+
+
+def test_presets_build_and_5b_presets_build_on_meta_without_memory() -> None:
+    for name in ("tiny", "cpu-small"):
+        n = sum(p.numel() for p in WorldActionModel(get_preset(name)).parameters())
+        if name == "cpu-small":
+            assert 5e6 <= n <= 15e6
+    for name in ("wan2.2-5b", "wan2.2-5b-mot"):
+        with torch.device("meta"):
+            model = WorldActionModel(get_preset(name))
+        assert all(p.is_meta for p in model.parameters())
+        wan = sum(p.numel() for k, p in model.named_parameters()
+                  if k.startswith(("blocks.", "patch_embedding", "condition_embedder", "proj_out", "scale_shift")))
+        assert 4.9e9 < wan < 5.1e9  # Wan2.2-TI2V-5B's transformer
+        m = model.cfg
+        assert (m.num_layers, m.num_heads, m.head_dim, m.ffn_dim) == (30, 24, 128, 14336)
+        assert (m.num_reference_tokens, m.num_future_tokens, m.action_horizon) == (120, 120, 48)
+
+
+def test_wan_parameter_names() -> None:
+    keys = set(WorldActionModel(get_preset("tiny")).state_dict())
+    for k in ["patch_embedding.weight", "condition_embedder.time_embedder.linear_1.weight",
+              "condition_embedder.time_embedder.linear_2.weight", "condition_embedder.time_proj.weight",
+              "condition_embedder.text_embedder.linear_1.weight", "condition_embedder.text_embedder.linear_2.weight",
+              "blocks.0.attn1.to_q.weight", "blocks.0.attn1.to_out.0.weight", "blocks.0.attn1.norm_q.weight",
+              "blocks.0.attn2.to_k.weight", "blocks.0.attn2.norm_k.weight", "blocks.0.norm2.weight",
+              "blocks.0.ffn.net.0.proj.weight", "blocks.0.ffn.net.2.weight", "blocks.0.scale_shift_table",
+              "scale_shift_table", "proj_out.weight"]:
+        assert k in keys, k
+
+
+def test_config_validation_names_the_field() -> None:
+    from gigaworld_policy.config import ConfigError
+    with pytest.raises(ConfigError, match=r"model\.attention_mode"):
+        apply_overrides(get_preset("tiny"), ["model.attention_mode=bogus"])
+    with pytest.raises(ConfigError, match=r"data\.future_offsets"):
+        apply_overrides(get_preset("tiny"), ["model.num_future_frames=3"])
+    with pytest.raises(ConfigError, match=r"model\.nope"):
+        apply_overrides(get_preset("tiny"), ["model.nope=1"])
+    cfg = get_preset("cpu-small")
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert dataclasses.replace(cfg.model, num_layers=3).num_layers == 3
