@@ -1,0 +1,251 @@
+"""`gwp demo`: the whole system on a laptop CPU, in one command.
+
+Stages (each writes ``<out>/stages/<name>.json`` when done; a re-run skips finished stages):
+  1. collect   scripted Meta-World expert demos -> LeRobot v3.0 dataset (sim/collect.py)
+  2. train     the cpu-small action-centered policy for a bounded wall-clock budget (train/)
+  3. evaluate  closed-loop rollouts on fresh seeds, disjoint from the collection seeds (sim/evaluate.py)
+  4. latency   one action chunk: joint vs action-only vs cached action-only decoding (bench/latency.py)
+  5. imagine   imagined future frames next to the real ones, on held-out dataset windows
+  6. report    report.md with the success table, loss curves, latency table, videos and strips
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TASKS = ("reach", "push", "drawer-close", "button-press-topdown")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path
+    preset: str = "cpu-small"
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    episodes: int = 25  # demonstrations per task
+    train_minutes: float = 25.0
+    max_steps: int = 100_000  # training steps (the time budget usually ends training first)
+    eval_episodes: int = 10
+    eval_max_steps: int | None = None  # episode length limit in evaluation (None: the task's)
+    replan_every: int = 8
+    image_size: int = 64
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+    latency_repeats: int = 10
+
+
+def _stage(s: DemoSettings, name: str, index: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    marker = s.out / "stages" / f"{name}.json"
+    if marker.exists():
+        print(f"[{index}/6] {name}: done before, reusing {marker}")
+        return json.loads(marker.read_text())
+    print(f"[{index}/6] {name} ...", flush=True)
+    t0 = time.perf_counter()
+    result = fn()
+    result["stage_seconds"] = round(time.perf_counter() - t0, 1)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(marker)
+    print(f"[{index}/6] {name}: done in {result['stage_seconds']} s", flush=True)
+    return result
+
+
+def _config(s: DemoSettings):
+    from gigaworld_policy.config import apply_overrides, get_preset
+
+    return apply_overrides(get_preset(s.preset), list(s.overrides))
+
+
+def run_demo(s: DemoSettings) -> Path:
+    """Run (or resume) every stage; returns the path of report.md."""
+    s.out.mkdir(parents=True, exist_ok=True)
+    data_dir, run_dir = s.out / "data", s.out / "run"
+
+    def collect_stage() -> dict[str, Any]:
+        from gigaworld_policy.sim.collect import collect
+
+        return collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
+                       overwrite=True)
+
+    def train_stage() -> dict[str, Any]:
+        from gigaworld_policy.train import train
+
+        summary = train(_config(s), [str(data_dir)], s.max_steps, run_dir, resume=(run_dir / "latest").exists(),
+                        max_minutes=s.train_minutes)
+        return dict(summary)
+
+    def eval_stage() -> dict[str, Any]:
+        from gigaworld_policy.policy import Policy
+        from gigaworld_policy.sim.evaluate import evaluate
+
+        policy = Policy.from_checkpoint(run_dir)
+        return evaluate(policy, "metaworld", list(s.tasks), s.eval_episodes, seed=s.seed,
+                        replan_every=s.replan_every, out_dir=s.out / "eval", image_size=s.image_size,
+                        max_steps=s.eval_max_steps, video=True, extra={"policy": f"{s.preset} (EMA)"})
+
+    def latency_stage() -> dict[str, Any]:
+        from gigaworld_policy.bench.latency import run_latency
+
+        return run_latency(_config(s), repeats=s.latency_repeats, warmup=2)
+
+    def imagine_stage() -> dict[str, Any]:
+        return imagine_strips(run_dir, data_dir, s.out / "imagine", seed=s.seed)
+
+    collected = _stage(s, "collect", 1, collect_stage)
+    trained = _stage(s, "train", 2, train_stage)
+    evaluated = _stage(s, "evaluate", 3, eval_stage)
+    latency = _stage(s, "latency", 4, latency_stage)
+    imagined = _stage(s, "imagine", 5, imagine_stage)
+    print("[6/6] report ...", flush=True)
+    report = write_report(s, collected, trained, evaluated, latency, imagined)
+    print(f"[6/6] report: {report}")
+    return report
+
+
+def imagine_strips(run_dir: Path, data_dir: Path, out: Path, *, seed: int = 0, count: int = 4) -> dict[str, Any]:
+    """PNG strips: current frame | imagined future frames | real future frames, for dataset windows."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from gigaworld_policy.checkpoint import load_checkpoint, load_model_weights
+    from gigaworld_policy.data import WindowedDataset
+    from gigaworld_policy.data.windowed import collate
+    from gigaworld_policy.model import WorldActionModel
+
+    config, weights, _, ckpt = load_checkpoint(run_dir)
+    model = WorldActionModel(config).eval()
+    load_model_weights(model, weights, where=str(ckpt))
+    if not model.has_video:
+        return {"strips": [], "note": "attention_mode=no_video has no video branch"}
+    ds = WindowedDataset([str(data_dir)], config, train=False)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:count].tolist()
+    out.mkdir(parents=True, exist_ok=True)
+    strips, errors = [], []
+
+    def to_uint8(x: torch.Tensor) -> np.ndarray:  # [3, h, w] in [-1, 1] -> [h, w, 3]
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+    for j, i in enumerate(idx):
+        batch = collate([ds[i]])
+        obs = {k: batch[k] for k in ("state", "image", "text", "text_mask", "embodiment_id")}
+        with torch.no_grad():
+            _, latents = model.generate(obs, noise=torch.randn(1, config.model.action_horizon,
+                                                                config.model.action_dim, generator=g),
+                                        actions=batch["actions"])  # imagine the recorded actions' future
+            frames = model.decode_video(latents)[0]  # [f, 3, h, w]
+        real = batch["future_frames"][0]
+        n = min(len(frames), len(real))
+        errors.append(float((frames[:n] - real[:n]).abs().mean()))
+        top = np.concatenate([to_uint8(batch["image"][0])] + [to_uint8(f) for f in frames[:n]], axis=1)
+        bottom = np.concatenate([to_uint8(batch["image"][0])] + [to_uint8(f) for f in real[:n]], axis=1)
+        path = out / f"strip_{j}.png"
+        Image.fromarray(np.concatenate([top, bottom], axis=0)).resize(
+            (top.shape[1] * 2, top.shape[0] * 4), Image.NEAREST).save(path)
+        strips.append(str(path))
+    return {"strips": strips, "mean_abs_error": float(np.mean(errors)), "windows": idx,
+            "layout": "top row: current frame + imagined future (given the recorded actions); bottom: real"}
+
+
+def _loss_curve(run_dir: Path, out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "step" in r and "action_loss" in r]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [r["step"] for r in rows]
+    for ax, key in zip(axes, ("action_loss", "video_loss")):
+        ax.plot(steps, [r.get(key, float("nan")) for r in rows], lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(key)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, Any], evaluated: dict[str, Any],
+                 latency: dict[str, Any], imagined: dict[str, Any]) -> Path:
+    curve = _loss_curve(s.out / "run", s.out / "loss_curves.png")
+    lines = ["# GigaWorld-Policy demo report", "",
+             f"Preset `{s.preset}`, Meta-World tasks {', '.join(s.tasks)}; {s.episodes} expert demos per task, "
+             f"{s.eval_episodes} evaluation episodes per task on fresh seeds.", "",
+             "## Data", "",
+             f"- {collected.get('episodes')} successful expert episodes kept, {collected.get('failed')} failed "
+             f"and discarded, {collected.get('frames')} frames ({collected.get('stage_seconds')} s)", "",
+             "## Training", ""]
+    for k in ("steps", "minutes", "final_action_loss", "final_video_loss", "samples_per_second", "checkpoint"):
+        if k in trained:
+            lines.append(f"- {k}: {trained[k]}")
+    if curve is not None:
+        lines += ["", f"![loss curves]({curve.name})"]
+    lines += ["", "## Closed-loop success", "", "| task | success | 95% CI | mean length |", "|---|---|---|---|"]
+    for task, r in evaluated.get("per_task", {}).items():
+        lines.append(f"| {task} | {r['success']:.2f} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
+                     f"{r['mean_length']:.0f} |")
+    lines += [f"| **mean** | **{evaluated.get('mean_success', float('nan')):.2f}** | "
+              f"[{evaluated.get('pooled_ci95', [0, 0])[0]:.2f}, {evaluated.get('pooled_ci95', [0, 0])[1]:.2f}] | |",
+              "", f"Policy latency in the loop: median {evaluated.get('latency_ms', {}).get('median', 0):.1f} ms "
+              "per chunk. Rollout videos: `eval/videos/`.", "",
+              "## Latency per action chunk (batch 1, CPU)", "",
+              "| decoding | median ms | token passes |", "|---|---|---|"]
+    for k, label in (("joint", "joint (actions + future video)"), ("action_only", "action-only, no cache"),
+                     ("action_only_cached", "action-only, prefix cache")):
+        lines.append(f"| {label} | {latency.get(k + '_ms', float('nan')):.1f} | "
+                     f"{latency.get('token_passes', {}).get(k, '')} |")
+    lines += ["", f"Speedup joint / cached: {latency.get('speedup')}x (token-count ideal "
+              f"{latency.get('ideal_speedup')}x).", "", "## Imagined vs real future", ""]
+    if imagined.get("strips"):
+        lines.append(imagined.get("layout", ""))
+        lines.append("")
+        for p in imagined["strips"]:
+            lines.append(f"![strip]({Path(p).relative_to(s.out)})")
+        lines.append(f"\nMean absolute pixel error (in [-1, 1] units): {imagined['mean_abs_error']:.3f}")
+    else:
+        lines.append(imagined.get("note", "no strips"))
+    report = s.out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoSettings(out=Path("gwp_demo"))
+    p.add_argument("--out", type=Path, default=d.out, help="output folder (re-running reuses finished stages)")
+    p.add_argument("--preset", default=d.preset)
+    p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated Meta-World tasks")
+    p.add_argument("--episodes", type=int, default=d.episodes, help="expert demonstrations per task")
+    p.add_argument("--train-minutes", type=float, default=d.train_minutes, help="training wall-clock budget")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="training step limit")
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--eval-max-steps", type=int, default=None)
+    p.add_argument("--replan-every", type=int, default=d.replan_every)
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--latency-repeats", type=int, default=d.latency_repeats)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+
+def run(args: argparse.Namespace) -> int:
+    s = DemoSettings(out=args.out, preset=args.preset, tasks=tuple(t for t in args.tasks.split(",") if t),
+                     episodes=args.episodes, train_minutes=args.train_minutes, max_steps=args.max_steps,
+                     eval_episodes=args.eval_episodes, eval_max_steps=args.eval_max_steps,
+                     replan_every=args.replan_every, image_size=args.image_size, seed=args.seed,
+                     overrides=tuple(args.overrides), latency_repeats=args.latency_repeats)
+    run_demo(s)
+    return 0
