@@ -42,7 +42,7 @@ def _check_dtype(dtype: np.dtype, where: str) -> None:
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         _check_dtype(obj.dtype, "ndarray")
-        arr = np.ascontiguousarray(obj)
+        arr = obj if obj.flags.c_contiguous else obj.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
         return {NDARRAY_KEY: True, "dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
     if isinstance(obj, np.bool_):
         return bool(obj)
