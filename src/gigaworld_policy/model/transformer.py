@@ -168,6 +168,8 @@ class Context:
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: [b, H, n_prefix, k] x2
     text_kv: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] | None = None  # per layer, per stream
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Wan's own video model: every token attends to every token (forward_video); no layout mask
+    full_attention: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -363,6 +365,26 @@ class WorldActionTransformer(nn.Module):
             future_v = self.unpatchify(self.proj_out(x), noisy_future.shape[2])
         return action_v, future_v
 
+    def forward_video(self, latents: torch.Tensor, sigma: torch.Tensor, *, text: torch.Tensor,
+                      text_mask: torch.Tensor) -> torch.Tensor:
+        """Wan 2.2 TI2V's own computation: velocity [b, c, f-1, h, w] of latent frames 1.. given latents [b, c, f, h, w].
+
+        Latent frame 0 is the clean reference (timestep 0), frames 1.. are noised at ``sigma`` [b]
+        (timestep 1000 sigma): diffusers' per-token ``timestep`` [b, seq] path. Only R and F tokens, no
+        state/action tokens, and full attention (no layout mask), so a loaded Wan checkpoint reproduces
+        ``WanTransformer3DModel`` exactly (tests/model/test_wan.py); also a video-only pretraining path.
+        """
+        if latents.shape[2] != 1 + self.cfg.future_latent_frames:
+            raise ValueError(f"forward_video: latents have {latents.shape[2]} frames, the config's RoPE table "
+                             f"covers 1 + {self.cfg.future_latent_frames}")
+        b = latents.shape[0]
+        zero = self.time_embedding(torch.zeros(b, device=latents.device, dtype=sigma.dtype))
+        ctx = Context(embodiment_id=torch.zeros(b, dtype=torch.long, device=latents.device),
+                      text=self.condition_embedder.text_embedder(text), text_mask=text_mask[:, None, None, :],
+                      prefix=[self.make_tokens(REFERENCE, self.embed_latents(latents[:, :, :1]), zero)],
+                      full_attention=True)
+        return self(ctx, noisy_actions=None, action_sigma=None, noisy_future=latents[:, :, 1:], future_sigma=sigma)[1]
+
     def _run(self, ctx: Context, tokens: list[Tokens],
              collect_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """Run ``tokens`` through all layers (against the cached prefix if any); outputs per block."""
@@ -379,7 +401,8 @@ class WorldActionTransformer(nn.Module):
         key_blocks = list(query_blocks)
         if ctx.prefix_kv is not None:
             key_blocks = [(t.name, t.x.shape[1]) for t in ctx.prefix] + key_blocks
-        mask = attention_mask(self.cfg.attention_mode, query_blocks, key_blocks, device=ctx.text.device)
+        mask = None if ctx.full_attention else attention_mask(self.cfg.attention_mode, query_blocks, key_blocks,
+                                                              device=ctx.text.device)
         for i in range(self.cfg.num_layers):
             self._layer(i, ctx, groups, x, mod, freqs, sizes, mask, collect_kv)
         out: dict[str, torch.Tensor] = {}
