@@ -93,9 +93,9 @@ class ChunkExecutor:
     def _add(self, actions: np.ndarray, start: int, due: int) -> None:
         if self.execute_steps > len(actions):
             raise ValueError(f"execute_steps={self.execute_steps} exceeds the chunk length {len(actions)}")
-        if due - start + self.execute_steps > len(actions):
-            raise ValueError(f"prefetch_steps={due - start} + execute_steps={self.execute_steps} exceed the "
-                             f"chunk length {len(actions)}")
+        if self.prefetch_steps + self.execute_steps > len(actions):  # the next chunk is due before this one ends
+            raise ValueError(f"prefetch_steps={self.prefetch_steps} + execute_steps={self.execute_steps} exceed "
+                             f"the chunk length {len(actions)}")
         self._chunks.append(_Chunk(start, due, actions))
         self.stats.queries += 1
 
