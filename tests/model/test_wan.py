@@ -376,3 +376,45 @@ def test_umt5_text_encoder_from_a_local_folder(tmp_path: Path) -> None:
     assert not emb[1, 2:].any() and emb[1, :2].abs().sum() > 0
     with pytest.raises(ValueError, match="text_dim=4096"):
         build_text_encoder("umt5", max_tokens=4, dim=4096, path=path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradient checkpointing and the memory plan (docs/memory.md)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mot", [False, True])
+def test_gradient_checkpointing_same_gradients_less_saved_memory(mot: bool) -> None:
+    from gigaworld_policy.config import apply_overrides, get_preset
+    from gigaworld_policy.model.memory import saved_activation_bytes
+
+    over = ["model.action_expert_dim=32", "model.action_expert_ffn_dim=64"] if mot else []
+    config = apply_overrides(get_preset("tiny"), over)
+    torch.manual_seed(0)
+    model = WorldActionModel(config).train()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # zero-initialized heads would zero most gradients
+    batch = model.example_batch(2, generator=torch.Generator().manual_seed(1))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    grads, saved = {}, {}
+    for ckpt in (False, True):
+        model.gradient_checkpointing = ckpt
+        model.zero_grad()
+        saved[ckpt] = saved_activation_bytes(
+            lambda: model.compute_loss(batch, generator=torch.Generator().manual_seed(2))["loss"].backward(), params)
+        grads[ckpt] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys()
+    for n, g in grads[False].items():
+        assert torch.allclose(grads[True][n], g, atol=1e-6, rtol=1e-4), n
+    assert saved[True] < 0.5 * saved[False]
+
+
+def test_memory_parameter_breakdown_of_the_5b_presets() -> None:
+    from gigaworld_policy.config import get_preset
+    from gigaworld_policy.model.memory import parameter_breakdown
+
+    dense = parameter_breakdown(get_preset("wan2.2-5b"))
+    mot = parameter_breakdown(get_preset("wan2.2-5b-mot"))
+    assert 4.99e9 < dense["backbone"] == mot["backbone"] < 5.01e9  # Wan2.2-TI2V-5B: 5.0 B (DESIGN.md)
+    assert dense["expert"] == 0 and 1.3e9 < mot["expert"] < 1.5e9

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from diffusers.models.attention import FeedForward
 from diffusers.models.embeddings import (
     PixArtAlphaTextProjection,
@@ -403,13 +404,32 @@ class WorldActionTransformer(nn.Module):
             key_blocks = [(t.name, t.x.shape[1]) for t in ctx.prefix] + key_blocks
         mask = None if ctx.full_attention else attention_mask(self.cfg.attention_mode, query_blocks, key_blocks,
                                                               device=ctx.text.device)
+        # Gradient checkpointing (train.gradient_checkpointing, set by the trainer): keep only each layer's input
+        # streams and recompute the layer in backward (docs/memory.md).
+        ckpt = getattr(self, "gradient_checkpointing", False) and torch.is_grad_enabled() and collect_kv is None
         for i in range(self.cfg.num_layers):
-            self._layer(i, ctx, groups, x, mod, freqs, sizes, mask, collect_kv)
+            if ckpt:
+                x = self._checkpointed_layer(i, ctx, groups, x, mod, freqs, sizes, mask)
+            else:
+                self._layer(i, ctx, groups, x, mod, freqs, sizes, mask, collect_kv)
         out: dict[str, torch.Tensor] = {}
         for s, g in groups.items():
             for t, y in zip(g, x[s].split([t.x.shape[1] for t in g], dim=1)):
                 out[t.name] = y
         return out
+
+    def _checkpointed_layer(self, i: int, ctx: Context, groups: dict[int, list[Tokens]], x: dict[int, torch.Tensor],
+                            mod: dict[int, torch.Tensor], freqs: torch.Tensor, sizes: list[int],
+                            mask: torch.Tensor | None) -> dict[int, torch.Tensor]:
+        keys = list(x)
+
+        def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            xd = dict(zip(keys, xs))
+            self._layer(i, ctx, groups, xd, mod, freqs, sizes, mask, None)
+            return tuple(xd[k] for k in keys)
+
+        out = torch.utils.checkpoint.checkpoint(run, *(x[k] for k in keys), use_reentrant=False)
+        return dict(zip(keys, out))
 
     def _layer(self, i: int, ctx: Context, groups: dict[int, list[Tokens]], x: dict[int, torch.Tensor],
                mod: dict[int, torch.Tensor], freqs: torch.Tensor, sizes: list[int], mask: torch.Tensor | None,
