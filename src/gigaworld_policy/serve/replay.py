@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from gigaworld_policy.data.views import CAMERA_PREFIX
-
 
 def replay_episode(policy: Any, ds: Any, episode: int, *, every: int, seed: int = 0, num_steps: int | None = None,
                    robot_type: str | None = None) -> dict[str, Any]:
     """Predicted chunks and errors for one episode (``policy``: a Policy; ``ds``: a LeRobotDataset)."""
+    from gigaworld_policy.data.views import CAMERA_PREFIX  # torch: only when replaying, not for `gwp --help`
+
     if episode not in ds.episode_indices:
         raise SystemExit(f"--episode: {episode} is not in {ds.root} (episodes {ds.episode_indices[:10]}...)")
     if every < 1:
