@@ -203,3 +203,30 @@ def test_timeout_reply_and_server_keeps_serving(policy: Policy) -> None:
             assert e.value.kind == "Timeout"
             slow.release.set()
             assert c.infer(make_obs(0), num_steps=1)["actions"].shape[1] == 14
+
+
+def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy) -> None:
+    """`gwp serve` in its own process: health, metadata, same actions as in-process, clean shutdown."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "gigaworld_policy.cli", "serve", "--checkpoint", str(checkpoint),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not health("127.0.0.1", port, timeout=1.0):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "gwp serve did not become healthy"
+            time.sleep(0.1)
+        with PolicyClient("127.0.0.1", port) as c:
+            assert c.metadata["checkpoint"] == str(checkpoint)
+            obs = make_obs(5)
+            np.testing.assert_array_equal(c.infer(obs, seed=9, num_steps=2)["actions"],
+                                          policy.infer(obs, seed=9, num_steps=2)["actions"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
