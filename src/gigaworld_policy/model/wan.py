@@ -499,8 +499,13 @@ def write_latent_cache(dataset: Any, tokenizer: VideoTokenizer, out_dir: str | P
 class LatentCache:
     """Reader for :func:`write_latent_cache`: ``get(source, episode, frame) -> latents [C, f, h, w]`` (fp32).
 
-    One episode file is held open (read fully, it is small) at a time per reader, so DataLoader workers
-    each keep their own. ``expect`` (a tokenizer or ModelConfig) checks the geometry it was written with.
+    One episode file is held (read fully, it is small) at a time per reader, so DataLoader workers each
+    keep their own. ``expect_shape`` ([C, f, h, w]) refuses a cache written for another geometry.
+
+    Consuming it in training (not wired yet): the dataset looks up ``get(*dataset.locate(i))`` and yields
+    ``latents`` [C, 1 + f, h, w] instead of decoding ``image``/``future_frames``; ``compute_loss`` then
+    splits ``latents`` into reference (frame 0) and future latents instead of calling ``encode_video``.
+    Cached latents are computed from the deterministic (inference) crop, so pixel augmentation is off.
     """
 
     def __init__(self, root: str | Path, *, expect_shape: Sequence[int] | None = None):
