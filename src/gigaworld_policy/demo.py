@@ -12,6 +12,7 @@ Stages (each writes ``<out>/stages/<name>.json`` when done; a re-run skips finis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TASKS = ("reach", "push", "drawer-close", "button-press-topdown")
+DEFAULT_TASKS = ("reach-v3", "push-v3", "drawer-close-v3", "button-press-topdown-v3")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def run_demo(s: DemoSettings) -> Path:
 
         summary = train(_config(s), [str(data_dir)], s.max_steps, run_dir, resume=(run_dir / "latest").exists(),
                         max_minutes=s.train_minutes)
-        return dict(summary)
+        return dataclasses.asdict(summary)
 
     def eval_stage() -> dict[str, Any]:
         from gigaworld_policy.policy import Policy
@@ -190,9 +191,11 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
              f"- {collected.get('episodes')} successful expert episodes kept, {collected.get('failed')} failed "
              f"and discarded, {collected.get('frames')} frames ({collected.get('stage_seconds')} s)", "",
              "## Training", ""]
-    for k in ("steps", "minutes", "final_action_loss", "final_video_loss", "samples_per_second", "checkpoint"):
+    for k, label in (("final_step", "steps"), ("wall_s", "wall-clock seconds"), ("samples_per_s", "samples/s"),
+                     ("last_loss", "last loss"), ("skipped_steps", "skipped non-finite steps"),
+                     ("stopped_by_time", "stopped by the time budget"), ("checkpoint", "checkpoint")):
         if k in trained:
-            lines.append(f"- {k}: {trained[k]}")
+            lines.append(f"- {label}: {trained[k]}")
     if curve is not None:
         lines += ["", f"![loss curves]({curve.name})"]
     lines += ["", "## Closed-loop success", "", "| task | success | 95% CI | mean length |", "|---|---|---|---|"]

@@ -299,3 +299,16 @@ def test_config_validation_names_the_field() -> None:
     cfg = get_preset("cpu-small")
     assert Config.from_dict(cfg.to_dict()) == cfg
     assert dataclasses.replace(cfg.model, num_layers=3).num_layers == 3
+
+
+def test_dtype_casts_keep_rotary_angles_exact() -> None:
+    """model.to(dtype) must not touch the RoPE tables (complex -> real casts would corrupt them)."""
+    model = make("action_centered")
+    obs = model.example_observation(1, generator=gen(30))
+    noise = torch.randn(1, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(31))
+    ref = model.predict_actions(obs, noise=noise)
+    model64 = model.to(torch.float64)
+    video, robot = model64.rope_tables(torch.device("cpu"))
+    assert video.is_complex() and robot.is_complex()
+    model32 = model64.to(torch.float32)
+    torch.testing.assert_close(model32.predict_actions(obs, noise=noise), ref, atol=1e-5, rtol=0)

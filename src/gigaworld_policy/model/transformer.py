@@ -231,42 +231,46 @@ class WorldActionTransformer(nn.Module):
         nn.init.zeros_(self.action_out_modulation.bias)
 
     def _build_rope_tables(self, device: torch.device | str | None = None) -> None:
-        """(Re)compute the RoPE tables (non-persistent buffers): call after ``to_empty`` from meta."""
-        with torch.device("cpu"):  # exact fp64 tables even when the module is built on ``meta``
-            self._set_rope_tables()
-        if device is not None:
-            for name in ("video_freqs", "robot_freqs"):
-                setattr(self, name, getattr(self, name).to(device))
+        """Forget cached RoPE tables; they are rebuilt on first use on the model's device.
+
+        The tables are complex64 computed in fp64 from the config, kept out of the module's buffers on
+        purpose: ``model.to(torch.bfloat16)`` would otherwise cast them (complex -> real, or to bf16
+        angles), and a model built on ``meta`` would hold no values.
+        """
+        self._rope_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        lh, lw = self.cfg.latent_hw
+        self._n_ref = (lh // self.cfg.patch_size[1]) * (lw // self.cfg.patch_size[2])
 
     def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
+        """Kept for callers that materialize a meta-built model (to_empty): resets the RoPE cache."""
         self._build_rope_tables(device)
 
-    def _set_rope_tables(self) -> None:
-        cfg = self.cfg
-        lh, lw = cfg.latent_hw
-        gh, gw = lh // cfg.patch_size[1], lw // cfg.patch_size[2]
-        n_frames = 1 + cfg.future_latent_frames // cfg.patch_size[0]
-        vcos, vsin = rope_3d(cfg.head_dim, torch.arange(n_frames), gh, gw, cfg.rope_theta)
-        # S at position 0, actions at 1..T: 1D RoPE over the whole head dim (DESIGN.md "Positions").
-        acos, asin = rope_1d(cfg.head_dim, torch.arange(cfg.action_horizon + 1), cfg.rope_theta)
-        n_ref = gh * gw
-        tables = {"video_freqs": torch.complex(vcos, vsin), "robot_freqs": torch.complex(acos, asin)}
-        for k, v in tables.items():
-            if k in self._buffers:
-                self._buffers[k] = v
-            else:
-                self.register_buffer(k, v, persistent=False)
-        self._n_ref = n_ref
+    def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(video, robot) complex rotary angles on ``device``: [n_video, k/2], [1 + T, k/2]."""
+        key = str(device)
+        if key not in self._rope_cache:
+            cfg = self.cfg
+            lh, lw = cfg.latent_hw
+            gh, gw = lh // cfg.patch_size[1], lw // cfg.patch_size[2]
+            n_frames = 1 + cfg.future_latent_frames // cfg.patch_size[0]
+            with torch.device("cpu"):  # exact fp64 angles even while the model is built on ``meta``
+                vcos, vsin = rope_3d(cfg.head_dim, torch.arange(n_frames), gh, gw, cfg.rope_theta)
+                # S at position 0, actions at 1..T: 1D RoPE over the whole head dim (DESIGN.md "Positions").
+                acos, asin = rope_1d(cfg.head_dim, torch.arange(cfg.action_horizon + 1), cfg.rope_theta)
+                tables = (torch.complex(vcos, vsin), torch.complex(acos, asin))
+            self._rope_cache[key] = (tables[0].to(device), tables[1].to(device))
+        return self._rope_cache[key]
 
     def rope(self, block: str) -> torch.Tensor:
         """Complex rotary angles [n, k/2] of a block's tokens."""
+        video, robot = self.rope_tables(self.patch_embedding.weight.device)
         if block == STATE:
-            return self.robot_freqs[:1]
+            return robot[:1]
         if block == ACTION:
-            return self.robot_freqs[1:]
+            return robot[1:]
         if block == REFERENCE:
-            return self.video_freqs[: self._n_ref]
-        return self.video_freqs[self._n_ref:]
+            return video[: self._n_ref]
+        return video[self._n_ref:]
 
     def stream_of(self, block: str) -> int:
         return ACTION_STREAM if self.is_mot and block in (STATE, ACTION) else VISUAL
