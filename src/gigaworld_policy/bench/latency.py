@@ -35,16 +35,20 @@ def paper_geometry(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, future_offsets=(48,)))
 
 
-def _time(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                      sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Milliseconds per call, the paths interleaved round-robin so machine noise hits them alike."""
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     sync()
-    out = []
+    out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t0) * 1e3)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            out[k].append((time.perf_counter() - t0) * 1e3)
     return out
 
 
@@ -71,7 +75,7 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "action_only_cached": lambda: model.predict_actions(obs, num_steps=steps, use_cache=True),
     }
     with torch.inference_mode():
-        times = {k: _time(fn, repeats, warmup, sync) for k, fn in runs.items()}
+        times = _time_interleaved(runs, repeats, warmup, sync)
     med = {k: statistics.median(v) for k, v in times.items()}
     passes = {
         "joint": token_passes(steps, n_ctx, n_a, n_f, cached=False, with_video=True),
