@@ -83,6 +83,13 @@ class VideoAppender:
         self._mux(self._stream.encode(None))
         self._container.close()
 
+    def discard(self) -> None:
+        """Close the file without flushing the encoder (its contents are being thrown away)."""
+        try:
+            self._container.close()
+        except Exception:
+            pass
+
 
 def probe_video(path: Path) -> dict:
     """Codec, size, pixel format and fps of the first video stream (for info.json's "info")."""

@@ -312,11 +312,10 @@ class LeRobotWriter:
 
     def abort(self) -> None:
         """Drop everything written so far (the temporary directory)."""
+        # No encoder flush: the frames are discarded anyway, and flushing an encoder after a failure
+        # can block (seen with libsvtav1 after an exception mid-collection).
         for app in self._videos.values():
-            try:
-                app.close()
-            except Exception:
-                pass
+            app.discard()
         self._videos.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
