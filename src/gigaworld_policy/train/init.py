@@ -55,11 +55,10 @@ def init_from_checkpoint(trainer: Any, path: str | Path) -> dict[str, Any]:
     if trainer.fsdp:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
-            get_model_state_dict,
             set_model_state_dict,
         )
 
-        own = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        own = trainer.model.state_dict()  # DTensors report their global shapes
         load, new = match_weights(own, weights, where)
         set_model_state_dict(trainer.model, load, options=StateDictOptions(full_state_dict=True, strict=False))
     else:

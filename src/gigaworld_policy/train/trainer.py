@@ -176,7 +176,13 @@ class Trainer:
 
             msd, osd = get_state_dict(self.wrapped, self.optimizer)
             sd = {"model": msd, "optim": osd}
-            dcp.load(sd, checkpoint_id=str(ckpt / tstate.TRAIN_STATE / tstate.DCP_DIR))
+            # Parameters that never had a gradient (rows of embodiments absent so far) have no optimizer
+            # state in the checkpoint; get_state_dict created zero state for them, which is what AdamW
+            # would start from anyway.
+            from torch.distributed.checkpoint import DefaultLoadPlanner
+
+            dcp.load(sd, checkpoint_id=str(ckpt / tstate.TRAIN_STATE / tstate.DCP_DIR),
+                     planner=DefaultLoadPlanner(allow_partial_load=True))
             set_state_dict(self.wrapped, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
         else:
             weights = _read_safetensors(ckpt / "model.safetensors", load_file)
