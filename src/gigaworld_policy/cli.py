@@ -25,11 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gwp", description="GigaWorld-Policy: action-centered world-action model")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_lazy_subcommands(parser: argparse.ArgumentParser, table: dict[str, tuple[str, str]], *, dest: str,
+                         metavar: str) -> None:
+    """One sub-command per ``table`` entry (name -> (module, help)); each module adds its own arguments.
+
+    A module of this package that is missing from the build leaves its command listed but refusing to
+    run (``_missing``); any other import error propagates.
+    """
+    sub = parser.add_subparsers(dest=dest, metavar=metavar)
     sub.required = True
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (module, help_text) in table.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         try:
@@ -39,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                 p.set_defaults(_missing=str(e))
                 continue
             raise
-        mod.add_arguments(p)
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gwp", description="GigaWorld-Policy: action-centered world-action model")
+    add_lazy_subcommands(parser, COMMANDS, dest="command", metavar="COMMAND")
     return parser
 
 

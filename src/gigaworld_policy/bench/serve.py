@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from gigaworld_policy.provenance import git_commit
+
 ROBOT = "metaworld_sawyer"
 
 
@@ -27,15 +29,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _make_checkpoint(preset: str, text_encoder: str, path: Path) -> Path:
@@ -97,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             proc.terminate()
             proc.wait(timeout=30)
     results.update(command="gwp bench serve " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "gwp bench serve",
-                   git_commit=_git_commit(), checkpoint=args.checkpoint or f"random weights, preset {args.preset}")
+                   git_commit=git_commit(), checkpoint=args.checkpoint or f"random weights, preset {args.preset}")
     print(_markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -15,28 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gigaworld_policy.provenance import git_commit
 from gigaworld_policy.sim.collect import EVAL_SEED_OFFSET
 from gigaworld_policy.sim.common import SimError, wilson_interval
 
 
 def eval_seed(seed: int, episode: int) -> int:
     return EVAL_SEED_OFFSET + int(seed) + int(episode)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: bool = False,
@@ -144,7 +135,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
         "per_task": per_task,
         "latency_ms": {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90)),
                        "chunks": len(all_latency)},
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         **(extra or {}),
     }
     if out is not None:
