@@ -195,7 +195,8 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
                      ("last_loss", "last loss"), ("skipped_steps", "skipped non-finite steps"),
                      ("stopped_by_time", "stopped by the time budget"), ("checkpoint", "checkpoint")):
         if k in trained:
-            lines.append(f"- {label}: {trained[k]}")
+            v = trained[k]
+            lines.append(f"- {label}: {round(v, 3) if isinstance(v, float) else v}")
     if curve is not None:
         lines += ["", f"![loss curves]({curve.name})"]
     lines += ["", "## Closed-loop success", "", "| task | success | 95% CI | mean length |", "|---|---|---|---|"]
@@ -212,8 +213,8 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
                      ("action_only_cached", "action-only, prefix cache")):
         lines.append(f"| {label} | {latency.get(k + '_ms', float('nan')):.1f} | "
                      f"{latency.get('token_passes', {}).get(k, '')} |")
-    lines += ["", f"Speedup joint / cached: {latency.get('speedup')}x (token-count ideal "
-              f"{latency.get('ideal_speedup')}x).", "", "## Imagined vs real future", ""]
+    lines += ["", f"Speedup joint / cached: {latency.get('speedup', 0):.2f}x (token-count ideal "
+              f"{latency.get('ideal_speedup', 0):.2f}x).", "", "## Imagined vs real future", ""]
     if imagined.get("strips"):
         lines.append(imagined.get("layout", ""))
         lines.append("")
