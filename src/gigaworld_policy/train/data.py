@@ -138,7 +138,7 @@ def make_loader(ds: WindowedDataset, sampler: StepBatchSampler, num_workers: int
 
 
 def norm_stats_entries(sources: Sequence[DataSource], ds: WindowedDataset) -> dict[str, object]:
-    """``{"sources": [{"robot_type", "embodiment_id", "stats"}, ...]}`` for the checkpoint (one per robot)."""
+    """``{"sources": [{"robot_type", "embodiment_id", "stats", "cameras"}, ...]}`` for the checkpoint (one per robot)."""
     from gigaworld_policy.data.stats import load_or_compute_stats
 
     out, seen = [], set()
@@ -148,8 +148,9 @@ def norm_stats_entries(sources: Sequence[DataSource], ds: WindowedDataset) -> di
             continue
         seen.add(emb.robot_type)
         stats = load_or_compute_stats(src.ds, ds.cfg.model.action_horizon, spec.stats_path, embodiment=emb)
+        # the camera tiling order used in training travels with the checkpoint (the Policy reads it)
         out.append({"robot_type": emb.robot_type, "embodiment_id": emb.id, "stats": stats,
-                    "dataset": str(src.ds.root)})
+                    "dataset": str(src.ds.root), "cameras": list(src.cameras)})
     return {"sources": out}
 
 
