@@ -32,7 +32,7 @@ class TextEncoder(Protocol):
 
 
 @contextlib.contextmanager
-def _hf_offline() -> Iterator[None]:
+def hf_offline() -> Iterator[None]:
     """Loading from a local folder must never reach the network; restore the environment afterwards."""
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -56,7 +56,7 @@ class _HFEncoder:
         if key not in _LOADED:
             if not Path(self.path).is_dir():
                 raise FileNotFoundError(f"text encoder {name!r}: model folder {self.path} does not exist")
-            with _hf_offline():
+            with hf_offline():
                 _LOADED[key] = self._load(self.path)
         self.tokenizer, self.model = _LOADED[key]
         self.dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")

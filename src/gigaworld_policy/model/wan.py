@@ -397,15 +397,10 @@ class WanVAETokenizer(VideoTokenizer):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise WanLoadError(f"{path / 'config.json'}: missing (expected a diffusers AutoencoderKLWan directory)")
-        old = os.environ.get("HF_HUB_OFFLINE")
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder: never the network
-        try:
+        from gigaworld_policy.model.text import hf_offline
+
+        with hf_offline():  # a local folder: never the network
             vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=dtype)
-        finally:
-            if old is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = old
         return cls(vae)
 
     def check(self, cfg: ModelConfig) -> None:
