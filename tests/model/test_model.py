@@ -35,6 +35,16 @@ def make(mode: str = "action_centered", mot: bool = False, **flow) -> WorldActio
     return randomize_zero_init(WorldActionModel(tiny(mode, mot, **flow))).eval()
 
 
+def keep_output_grad(outputs: list[torch.Tensor]):
+    """Forward hook that keeps a module's output and its gradient (to see what the loss reaches)."""
+
+    def hook(_module, _inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    return hook
+
+
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -166,12 +176,7 @@ def test_padding_is_excluded_from_the_action_loss() -> None:
     batch["action_dim_mask"][:] = True
     batch["action_dim_mask"][:, -2:] = False
     outputs: list[torch.Tensor] = []
-
-    def keep(_module, _inputs, output):
-        output.retain_grad()
-        outputs.append(output)
-
-    handle = model.action_decoder.register_forward_hook(keep)
+    handle = model.action_decoder.register_forward_hook(keep_output_grad(outputs))
     model.compute_loss(batch, generator=gen(16))["loss"].backward()
     handle.remove()
     g = outputs[0].grad.abs()  # [b, t, a]
@@ -184,12 +189,7 @@ def test_padded_future_frames_are_excluded_from_the_video_loss() -> None:
     batch = model.example_batch(2, generator=gen(17))
     batch["future_is_pad"][0, -1] = True
     outputs: list[torch.Tensor] = []
-
-    def keep(_module, _inputs, output):
-        output.retain_grad()
-        outputs.append(output)
-
-    handle = model.proj_out.register_forward_hook(keep)
+    handle = model.proj_out.register_forward_hook(keep_output_grad(outputs))
     model.compute_loss(batch, generator=gen(18))["loss"].backward()
     handle.remove()
     per_frame = model.cfg.tokens_per_latent_frame

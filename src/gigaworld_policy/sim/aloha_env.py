@@ -29,6 +29,7 @@ from gigaworld_policy.sim.common import (
     StepResult,
     check_action,
     check_choice,
+    check_step_allowed,
     fast_render_settings,
 )
 
@@ -169,10 +170,7 @@ class AlohaEnv:
         return self._observation()
 
     def step(self, action: np.ndarray) -> StepResult:
-        if self._qpos is None:
-            raise SimError(f"aloha/{self.task}: call reset(seed) before step()")
-        if self._steps >= self.max_steps:
-            raise SimError(f"aloha/{self.task}: episode is over ({self.max_steps} steps); call reset(seed)")
+        check_step_allowed(f"aloha/{self.task}", self._qpos is not None, self._steps, self.max_steps)
         a = check_action(action, 14, f"aloha/{self.task}")
         self._steps += 1
         try:

@@ -98,3 +98,11 @@ def check_choice(value: str, valid: list[str] | tuple[str, ...], what: str) -> s
     if value not in valid:
         raise SimError(f"unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
     return value
+
+
+def check_step_allowed(where: str, started: bool, steps: int, max_steps: int) -> None:
+    """Refuse a step before reset() or past the episode's step limit (names the env/task)."""
+    if not started:
+        raise SimError(f"{where}: call reset(seed) before step()")
+    if steps >= max_steps:
+        raise SimError(f"{where}: episode is over ({max_steps} steps); call reset(seed)")

@@ -22,6 +22,7 @@ from gigaworld_policy.sim.common import (
     StepResult,
     check_action,
     check_choice,
+    check_step_allowed,
     fast_render_settings,
 )
 
@@ -166,10 +167,7 @@ class MetaWorldEnv:
         return self._observation()
 
     def step(self, action: np.ndarray) -> StepResult:
-        if self._full_obs is None:
-            raise SimError(f"metaworld/{self.task}: call reset(seed) before step()")
-        if self._steps >= self.max_steps:
-            raise SimError(f"metaworld/{self.task}: episode is over ({self.max_steps} steps); call reset(seed)")
+        check_step_allowed(f"metaworld/{self.task}", self._full_obs is not None, self._steps, self.max_steps)
         a = check_action(action, 4, f"metaworld/{self.task}")
         obs, reward, _, _, info = self._env.step(a.astype(np.float32))
         self._full_obs = obs
