@@ -312,3 +312,17 @@ def test_dtype_casts_keep_rotary_angles_exact() -> None:
     assert video.is_complex() and robot.is_complex()
     model32 = model64.to(torch.float32)
     torch.testing.assert_close(model32.predict_actions(obs, noise=noise), ref, atol=1e-5, rtol=0)
+
+
+def test_compiled_action_decoding_matches_eager() -> None:
+    """compile_action_decoding (torch.compile, weights frozen) gives the eager cached path's actions."""
+    model = make("action_centered").eval()
+    obs = model.example_observation(2, generator=gen(40))
+    noise = torch.randn(2, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(41))
+    ref = model.predict_actions(obs, num_steps=2, noise=noise)
+    model.compile_action_decoding(freeze=True)
+    torch.testing.assert_close(model.predict_actions(obs, num_steps=2, noise=noise), ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # frozen weights: a later weight change must not be silently ignored
+        model.action_decoder.mlps[0][-1].bias.add_(1.0)
+    with pytest.raises(RuntimeError, match="compile_action_decoding"):
+        model.predict_actions(obs, num_steps=2, noise=noise)

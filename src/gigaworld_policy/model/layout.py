@@ -62,8 +62,7 @@ def _mask_cached(mode: str, queries: tuple[tuple[str, int], ...], keys: tuple[tu
     for qb, qn in queries:
         row = torch.cat([torch.full((qn, kn), allowed(mode, qb, kb), dtype=torch.bool) for kb, kn in keys], dim=1)
         rows.append(row)
-    mask = torch.cat(rows, dim=0)
-    return None if bool(mask.all()) else mask
+    return torch.cat(rows, dim=0)
 
 
 def attention_mask(mode: str, queries: Blocks, keys: Blocks, device: torch.device | str = "cpu"
@@ -73,6 +72,8 @@ def attention_mask(mode: str, queries: Blocks, keys: Blocks, device: torch.devic
     ``queries`` and ``keys`` list the blocks in the order their tokens appear in the query and key
     sequences (with a prefix cache the keys start with the cached S/R tokens).
     """
+    if all(allowed(mode, qb, kb) for qb, _ in queries for kb, _ in keys):
+        return None  # decided in Python: no tensor work, and no data-dependent branch under torch.compile
     mask = _mask_cached(mode, tuple((b, int(n)) for b, n in queries), tuple((b, int(n)) for b, n in keys))
     return None if mask is None else mask.to(device)
 

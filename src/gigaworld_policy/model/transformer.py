@@ -17,7 +17,9 @@ models have two, the visual stream (R, F through ``blocks``) and the action stre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +84,16 @@ class WanBlock(nn.Module):
         self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
+    def forward(self, layer_fn: Callable[..., tuple[torch.Tensor, ...]], *streams: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        """Run one layer's computation ``layer_fn(*streams)`` as this module's call.
+
+        A layer's math lives in ``WorldActionTransformer._layer`` (a Mixture-of-Transformers layer spans two
+        blocks in one joint attention); entering it through ``__call__`` lets module hooks fire around the
+        block: FSDP2's per-block all-gather before it, reshard after it, and their backward counterparts.
+        """
+        return layer_fn(*streams)
+
     def modulation(self, mod: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """mod [b, n, 6, d] (time projection per token) -> 6 x [b, n, d] in fp32 (Wan's order)."""
         return (self.scale_shift_table.unsqueeze(0) + mod.float()).unbind(2)
@@ -98,8 +110,10 @@ class EmbodimentMLP(nn.Module):
         )
         self.out_dim = out_dim
 
-    def forward(self, x: torch.Tensor, embodiment_id: torch.Tensor) -> torch.Tensor:  # [b, n, i] -> [b, n, o]
-        ids = embodiment_id.tolist()
+    def forward(self, x: torch.Tensor, embodiment_id: torch.Tensor, ids: tuple[int, ...] | None = None
+                ) -> torch.Tensor:  # [b, n, i] -> [b, n, o]
+        """``ids``: ``embodiment_id`` as host ints when the caller has them (no device sync, no graph break)."""
+        ids = tuple(embodiment_id.tolist()) if ids is None else ids
         if len(set(ids)) == 1:  # common case: one robot per batch, no scatter
             return self.mlps[ids[0]](x)
         out = x.new_empty(*x.shape[:-1], self.out_dim)
@@ -112,10 +126,16 @@ class EmbodimentMLP(nn.Module):
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[2i], x[2i+1]) by per-token angles (Wan's RoPE convention).
 
-    x [b, n, H, k]; freqs complex [n, k/2] = cos + i sin. One complex multiply instead of ~10 real ops.
+    x [b, n, H, k]; freqs [n, k/2, 2] = (cos, sin). Eager: one complex multiply instead of ~10 real ops;
+    under torch.compile the real form, which inductor fuses (it has no complex code generation).
     """
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(xc * freqs[None, :, None, :]).flatten(-2).type_as(x)
+    xf = x.float().unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():
+        cos, sin = freqs[None, :, None, :, 0], freqs[None, :, None, :, 1]
+        x0, x1 = xf[..., 0], xf[..., 1]
+        return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).type_as(x)
+    rotated = torch.view_as_complex(xf) * torch.view_as_complex(freqs)[None, :, None, :]
+    return torch.view_as_real(rotated).flatten(-2).type_as(x)
 
 
 def rope_1d(dim: int, positions: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +170,7 @@ class Tokens:
     name: str
     x: torch.Tensor  # [b, n, d_stream]
     time_mod: torch.Tensor  # [b, 1, 6, d_stream] adaLN modulation from this block's timestep
-    freqs: torch.Tensor  # complex [n, k/2] rotary angles (cos + i sin)
+    freqs: torch.Tensor  # [n, k/2, 2] rotary angles as (cos, sin) pairs
 
 
 @dataclass
@@ -171,6 +191,13 @@ class Context:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     # Wan's own video model: every token attends to every token (forward_video); no layout mask
     full_attention: bool = False
+
+    # embodiment_id as host ints, read once per observation (not at every denoising step)
+    embodiments: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.embodiments is None:
+            self.embodiments = tuple(self.embodiment_id.tolist())
 
     @property
     def batch_size(self) -> int:
@@ -259,11 +286,15 @@ class WorldActionTransformer(nn.Module):
                 acos, asin = rope_1d(cfg.head_dim, torch.arange(cfg.action_horizon + 1), cfg.rope_theta)
                 tables = (torch.complex(vcos, vsin), torch.complex(acos, asin))
             self._rope_cache[key] = (tables[0].to(device), tables[1].to(device))
+            # the same angles as real (cos, sin) pairs [n, k/2, 2]: what the tokens carry (apply_rope)
+            self._rope_cache[key + ":real"] = tuple(torch.view_as_real(t).contiguous() for t in self._rope_cache[key])
         return self._rope_cache[key]
 
     def rope(self, block: str) -> torch.Tensor:
-        """Complex rotary angles [n, k/2] of a block's tokens."""
-        video, robot = self.rope_tables(self.patch_embedding.weight.device)
+        """Rotary angles of a block's tokens as (cos, sin) pairs [n, k/2, 2]."""
+        device = self.patch_embedding.weight.device
+        self.rope_tables(device)
+        video, robot = self._rope_cache[str(device) + ":real"]
         if block == STATE:
             return robot[:1]
         if block == ACTION:
@@ -271,6 +302,11 @@ class WorldActionTransformer(nn.Module):
         if block == REFERENCE:
             return video[: self._n_ref]
         return video[self._n_ref:]
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the weights; inputs are cast to it and velocities returned in the inputs' dtype."""
+        return self.patch_embedding.weight.dtype
 
     def stream_of(self, block: str) -> int:
         return ACTION_STREAM if self.is_mot and block in (STATE, ACTION) else VISUAL
@@ -305,16 +341,23 @@ class WorldActionTransformer(nn.Module):
                          w=lw // pw, pt=pt, ph=ph, pw=pw)
 
     def encode_context(self, *, state: torch.Tensor, reference_latents: torch.Tensor, text: torch.Tensor,
-                       text_mask: torch.Tensor, embodiment_id: torch.Tensor, use_cache: bool) -> Context:
-        """Embed the clean observation; with ``use_cache`` also run it through every layer once."""
+                       text_mask: torch.Tensor, embodiment_id: torch.Tensor, use_cache: bool,
+                       embodiments: tuple[int, ...] | None = None) -> Context:
+        """Embed the clean observation; with ``use_cache`` also run it through every layer once.
+
+        ``embodiments``: ``embodiment_id`` as host ints if the caller has them (saves a device sync).
+        """
         b = state.shape[0]
+        ids = tuple(embodiment_id.tolist()) if embodiments is None else tuple(embodiments)
+        wd = self.compute_dtype  # inputs arrive in fp32 (batch.py); a bf16 model computes in bf16
+        state, reference_latents, text = state.to(wd), reference_latents.to(wd), text.to(wd)
         zero = self.time_embedding(torch.zeros(b, device=state.device, dtype=state.dtype))
         prefix = [
-            self.make_tokens(STATE, self.state_encoder(state[:, None], embodiment_id), zero),
+            self.make_tokens(STATE, self.state_encoder(state[:, None], embodiment_id, ids), zero),
             self.make_tokens(REFERENCE, self.embed_latents(reference_latents), zero),
         ]
         ctx = Context(embodiment_id=embodiment_id, text=self.condition_embedder.text_embedder(text),
-                      text_mask=text_mask[:, None, None, :], prefix=prefix)
+                      text_mask=text_mask[:, None, None, :], prefix=prefix, embodiments=ids)
         if use_cache:
             ctx.text_kv = [
                 {s: self.layer(i, s).attn2.key_value(ctx.text) for s in self._streams()}
@@ -344,9 +387,10 @@ class WorldActionTransformer(nn.Module):
         the same code serves training, action-only decoding and joint decoding in every attention mode.
         """
         tokens = [] if ctx.prefix_kv is not None else list(ctx.prefix)
+        wd = self.compute_dtype
         if noisy_actions is not None:
             assert action_sigma is not None
-            x = self.action_encoder(noisy_actions, ctx.embodiment_id)
+            x = self.action_encoder(noisy_actions.to(wd), ctx.embodiment_id, ctx.embodiments)
             action_temb = self.time_embedding(action_sigma)
             tokens.append(self.make_tokens(ACTION, x, action_temb))
         if noisy_future is not None:
@@ -354,7 +398,7 @@ class WorldActionTransformer(nn.Module):
             if self.cfg.attention_mode == "no_video":
                 raise ValueError("attention_mode='no_video' has no future-video tokens")
             future_temb = self.time_embedding(future_sigma)
-            tokens.append(self.make_tokens(FUTURE, self.embed_latents(noisy_future), future_temb))
+            tokens.append(self.make_tokens(FUTURE, self.embed_latents(noisy_future.to(wd)), future_temb))
         out = self._run(ctx, tokens)
         action_v = future_v = None
         if noisy_actions is not None:
@@ -362,12 +406,12 @@ class WorldActionTransformer(nn.Module):
             shift, scale = (self.action_out_modulation(F.silu(action_temb))
                             .unflatten(1, (2, -1)).unsqueeze(1).unbind(2))
             x = (self.action_norm_out(x.float()) * (1 + scale) + shift).type_as(x)
-            action_v = self.action_decoder(x, ctx.embodiment_id)
+            action_v = self.action_decoder(x, ctx.embodiment_id, ctx.embodiments).to(noisy_actions.dtype)
         if noisy_future is not None:
             x = out[FUTURE]
             shift, scale = (self.scale_shift_table + future_temb.unsqueeze(1)).unsqueeze(1).unbind(2)
             x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
-            future_v = self.unpatchify(self.proj_out(x), noisy_future.shape[2])
+            future_v = self.unpatchify(self.proj_out(x), noisy_future.shape[2]).to(noisy_future.dtype)
         return action_v, future_v
 
     def forward_video(self, latents: torch.Tensor, sigma: torch.Tensor, *, text: torch.Tensor,
@@ -411,29 +455,30 @@ class WorldActionTransformer(nn.Module):
         # Gradient checkpointing (train.gradient_checkpointing, set by the trainer): keep only each layer's input
         # streams and recompute the layer in backward (docs/memory.md).
         ckpt = getattr(self, "gradient_checkpointing", False) and torch.is_grad_enabled() and collect_kv is None
+        keys = list(x)
         for i in range(self.cfg.num_layers):
-            if ckpt:
-                x = self._checkpointed_layer(i, ctx, groups, x, mod, freqs, sizes, mask)
-            else:
-                self._layer(i, ctx, groups, x, mod, freqs, sizes, mask, collect_kv)
+            def layer_fn(*xs: torch.Tensor, i: int = i) -> tuple[torch.Tensor, ...]:
+                xd = dict(zip(keys, xs))
+                self._layer(i, ctx, groups, xd, mod, freqs, sizes, mask, collect_kv)
+                return tuple(xd[k] for k in keys)
+
+            call = partial(self._call_layer, i, layer_fn)
+            xs = tuple(x[k] for k in keys)
+            outs = torch.utils.checkpoint.checkpoint(call, *xs, use_reentrant=False) if ckpt else call(*xs)
+            x = dict(zip(keys, outs))
         out: dict[str, torch.Tensor] = {}
         for s, g in groups.items():
             for t, y in zip(g, x[s].split([t.x.shape[1] for t in g], dim=1)):
                 out[t.name] = y
         return out
 
-    def _checkpointed_layer(self, i: int, ctx: Context, groups: dict[int, list[Tokens]], x: dict[int, torch.Tensor],
-                            mod: dict[int, torch.Tensor], freqs: torch.Tensor, sizes: list[int],
-                            mask: torch.Tensor | None) -> dict[int, torch.Tensor]:
-        keys = list(x)
-
-        def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            xd = dict(zip(keys, xs))
-            self._layer(i, ctx, groups, xd, mod, freqs, sizes, mask, None)
-            return tuple(xd[k] for k in keys)
-
-        out = torch.utils.checkpoint.checkpoint(run, *(x[k] for k in keys), use_reentrant=False)
-        return dict(zip(keys, out))
+    def _call_layer(self, i: int, layer_fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor
+                    ) -> tuple[torch.Tensor, ...]:
+        """Layer ``i`` entered through its block modules' ``__call__`` (WanBlock.forward): both of them in a
+        Mixture-of-Transformers layer, so each block can be its own FSDP2 unit."""
+        if self.is_mot:
+            return self.blocks[i](partial(self.action_blocks[i], layer_fn), *xs)
+        return self.blocks[i](layer_fn, *xs)
 
     def _layer(self, i: int, ctx: Context, groups: dict[int, list[Tokens]], x: dict[int, torch.Tensor],
                mod: dict[int, torch.Tensor], freqs: torch.Tensor, sizes: list[int], mask: torch.Tensor | None,

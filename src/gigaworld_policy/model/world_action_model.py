@@ -36,6 +36,7 @@ class WorldActionModel(WorldActionTransformer):
         # The tokenizer is a frozen, separately-loaded module (the Wan VAE has its own checkpoint):
         # kept out of this model's state dict and parameters.
         self._tokenizer: list[VideoTokenizer | None] = [video_tokenizer or build_video_tokenizer(model_cfg)]
+        self._compiled: tuple | None = None  # (compiled _decode_actions, frozen weights version or None)
 
     # -- tokenizer ---------------------------------------------------------------------------------
     @property
@@ -155,13 +156,44 @@ class WorldActionModel(WorldActionTransformer):
             return self.generate(obs, num_steps=num_steps, noise=noise, use_cache=use_cache)[0]
         b = validate(obs, self.cfg, training=False)
         steps = num_steps or self.flow_cfg.num_inference_steps
-        ctx = self._context(obs, use_cache=use_cache)
         x = self._noise((b, self.cfg.action_horizon, self.cfg.action_dim), noise, obs["state"], "noise")
+        decode = self._decode_actions
+        if use_cache and self._compiled is not None:
+            if self._compiled[1] is not None and self._compiled[1] != self._weights_version():
+                raise RuntimeError("predict_actions: the weights changed after compile_action_decoding(freeze=True) "
+                                   "froze them into the compiled graph; call compile_action_decoding() again")
+            decode = self._compiled[0]
+        return decode(obs["state"], obs["image"], obs["text"], obs["text_mask"], obs["embodiment_id"], x,
+                      embodiments=tuple(obs["embodiment_id"].tolist()), steps=steps, use_cache=use_cache)
+
+    def _decode_actions(self, state: torch.Tensor, image: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                        embodiment_id: torch.Tensor, x: torch.Tensor, *, embodiments: tuple[int, ...], steps: int,
+                        use_cache: bool) -> torch.Tensor:
+        """The action-only denoising loop on validated inputs (what compile_action_decoding compiles)."""
+        ref = self.encode_video(image[:, None])
+        ctx = self.encode_context(state=state, reference_latents=ref, text=text, text_mask=text_mask,
+                                  embodiment_id=embodiment_id, use_cache=use_cache, embodiments=embodiments)
         sigmas = flow.sigma_schedule(steps, self.flow_cfg.inference_shift, device=x.device)
         for i in range(steps):
-            v, _ = self(ctx, noisy_actions=x, action_sigma=sigmas[i].expand(b), noisy_future=None, future_sigma=None)
+            v, _ = self(ctx, noisy_actions=x, action_sigma=sigmas[i].expand(x.shape[0]), noisy_future=None,
+                        future_sigma=None)
             x = flow.euler_step(x, v, sigmas[i], sigmas[i + 1])
         return x
+
+    def _weights_version(self) -> int:
+        return sum(t._version for t in self.state_dict(keep_vars=True).values())
+
+    def compile_action_decoding(self, *, freeze: bool = True) -> None:
+        """Compile the cached action-only path (:meth:`predict_actions` with ``use_cache=True``) with torch.compile.
+
+        The observation encoding, the prefix cache and every denoising step become one graph (one guard
+        check per chunk, fused elementwise ops). The first call for each input shape and step count
+        compiles (tens of seconds on CPU). With ``freeze`` (inference only) inductor treats the weights
+        as constants and pre-packs them for its matmul kernels: call this after the final weights are
+        loaded; :meth:`predict_actions` refuses to run if they change afterwards.
+        """
+        fn = torch.compile(self._decode_actions, dynamic=False, options={"freezing": freeze})
+        self._compiled = (fn, self._weights_version() if freeze else None)
 
     @torch.no_grad()
     def generate(self, obs: Batch, num_steps: int | None = None, noise: torch.Tensor | None = None,

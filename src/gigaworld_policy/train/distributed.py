@@ -144,12 +144,14 @@ def wrap_model(model: nn.Module, cfg: Config, info: DistInfo) -> nn.Module:
 
 
 def shard_model(wrapped: LossModule, cfg: Config, info: DistInfo) -> nn.Module:
-    """FSDP2 over ``LossModule(model)``: parameters sharded across ranks, gathered around each forward.
+    """FSDP2 over ``LossModule(model)``: every transformer block its own unit, then the rest as the root.
 
-    One parameter group for the whole model: the transformer's per-layer computation addresses the
-    blocks' submodules directly (a Mixture-of-Transformers layer spans ``blocks[i]`` and
-    ``action_blocks[i]`` in one joint attention), so no block ``forward`` exists for per-block hooks to
-    fire on. ``predict_actions``/``generate`` are registered as forward methods for evaluation.
+    Each block's parameters are all-gathered just before the block runs and resharded right after it
+    (and again in backward), so only one block is ever unsharded per rank beyond the root's small
+    modules (embeddings, encoders, heads). The per-layer computation enters through each block's
+    ``__call__`` (``WanBlock.forward``), which is where FSDP2's hooks fire; a Mixture-of-Transformers
+    layer enters ``blocks[i]`` and ``action_blocks[i]``, two units. ``predict_actions``/``generate`` are
+    registered as forward methods of the root for evaluation.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
@@ -158,6 +160,8 @@ def shard_model(wrapped: LossModule, cfg: Config, info: DistInfo) -> nn.Module:
                                 store=dist.HashStore())
     dt = autocast_dtype(cfg, info.device)
     mp = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32) if dt is not None else MixedPrecisionPolicy()
+    for block in transformer_blocks(wrapped.model):
+        fully_shard(block, mp_policy=mp)
     fully_shard(wrapped, mp_policy=mp)
     for name in ("predict_actions", "generate"):
         register_fsdp_forward_method(wrapped, name)
