@@ -10,7 +10,13 @@ from torch.distributed.tensor import DTensor
 
 from conftest import tiny_config
 from gigaworld_policy.model import WorldActionModel
-from gigaworld_policy.train.distributed import DistInfo, LossModule, shard_model, shutdown_distributed, transformer_blocks
+from gigaworld_policy.train.distributed import (
+    DistInfo,
+    LossModule,
+    shard_model,
+    shutdown_distributed,
+    transformer_blocks,
+)
 
 
 @pytest.mark.parametrize("mot", [False, True], ids=["dense", "mot"])
