@@ -70,7 +70,11 @@ class VideoAppender:
         for p in packets:
             self.bytes_written += p.size
             self._packets += 1
-            self._container.mux(p)
+            try:
+                self._container.mux(p)
+            except av.FFmpegError as e:  # seen once with libsvtav1 (EINVAL), cause not found: keep the evidence
+                raise DatasetError(f"{self.path}: muxing packet {self._packets} (pts={p.pts}, dts={p.dts}, "
+                                   f"{p.size} bytes) after {self.num_frames} frames failed: {e}") from e
 
     def estimated_bytes(self) -> int:
         """File size so far, counting frames still inside the encoder's lookahead at the average packet size

@@ -387,9 +387,13 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
                 log.write({"kind": "train", "step": trainer.step - 1, **rec, "samples_per_s": rate,
                            "step_s": time.monotonic() - t_step, "skipped_total": trainer.skipped})
             if bar is not None:
+                # tqdm's own ETA counts to the step limit; with a time budget the run ends at whichever comes first
+                eta = (steps - trainer.step) * (time.monotonic() - t_loop) / max(1, trainer.step - start)
+                if max_minutes is not None:
+                    eta = min(eta, max(0.0, 60.0 * max_minutes - (time.monotonic() - t0)))
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", act=f"{rec['action_loss']:.4f}",
                                 vid=f"{rec['video_loss']:.4f}", lr=f"{rec['lr']:.2e}", sps=f"{rate:.1f}",
-                                skip=trainer.skipped, refresh=False)
+                                skip=trainer.skipped, eta=f"{int(eta // 60)}:{int(eta % 60):02d}", refresh=False)
                 bar.update(1)
             over = max_minutes is not None and (time.monotonic() - t0) > 60.0 * max_minutes
             over = _agree(over, info)
