@@ -8,6 +8,8 @@ The batch layout is defined in ``batch.py``; the noise process in ``flow.py``; t
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from gigaworld_policy.config import Config, FlowConfig, ModelConfig
@@ -181,7 +183,8 @@ class WorldActionModel(WorldActionTransformer):
         return x
 
     def _weights_version(self) -> int:
-        return sum(t._version for t in self.state_dict(keep_vars=True).values())
+        """Sum of the in-place version counters of every weight (any load or update bumps it)."""
+        return sum(t._version for t in itertools.chain(self.parameters(), self.buffers()))
 
     def compile_action_decoding(self, *, freeze: bool = True) -> None:
         """Compile the cached action-only path (:meth:`predict_actions` with ``use_cache=True``) with torch.compile.
