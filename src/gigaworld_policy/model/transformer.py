@@ -66,6 +66,20 @@ class Attention(nn.Module):
         return (self.norm_k(self.to_k(x)).unflatten(2, (self.heads, -1)),
                 self.to_v(x).unflatten(2, (self.heads, -1)))
 
+    def query_key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention q, k, v [b, n, H, k] from the same tokens.
+
+        Under torch.compile: one matmul over the stacked weights (with frozen weights the stacking is
+        folded into a constant once), three fewer weight streams per layer at a 16-token step.
+        """
+        if not torch.compiler.is_compiling():
+            return self.query(x), *self.key_value(x)
+        w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+        b = torch.cat([self.to_q.bias, self.to_k.bias, self.to_v.bias])
+        q, k, v = F.linear(x, w, b).chunk(3, dim=-1)
+        return (self.norm_q(q).unflatten(2, (self.heads, -1)), self.norm_k(k).unflatten(2, (self.heads, -1)),
+                v.unflatten(2, (self.heads, -1)))
+
     def out(self, x: torch.Tensor) -> torch.Tensor:  # [b, n, H, k] -> [b, n, d]
         return self.to_out[0](x.flatten(2))
 
@@ -171,6 +185,19 @@ class Tokens:
     x: torch.Tensor  # [b, n, d_stream]
     time_mod: torch.Tensor  # [b, 1, 6, d_stream] adaLN modulation from this block's timestep
     freqs: torch.Tensor  # [n, k/2, 2] rotary angles as (cos, sin) pairs
+
+
+@dataclass
+class ActionTime:
+    """The action tokens' time conditioning for noise levels sigma [n] (n: the batch, or a sampler's steps)."""
+
+    mod: torch.Tensor  # [n, 1, 6, d_action] adaLN modulation inside every block
+    out_shift: torch.Tensor  # [n, 1, d_action] output-head modulation
+    out_scale: torch.Tensor
+
+    def step(self, i: int) -> ActionTime:
+        """Row ``i`` (one noise level), broadcast over the batch."""
+        return ActionTime(self.mod[i:i + 1], self.out_shift[i:i + 1], self.out_scale[i:i + 1])
 
 
 @dataclass
@@ -326,6 +353,13 @@ class WorldActionTransformer(nn.Module):
         proj = self.action_time_proj if stream == ACTION_STREAM else self.condition_embedder.time_proj
         return proj(F.silu(temb)).unflatten(1, (6, -1)).unsqueeze(1)
 
+    def action_time(self, sigma: torch.Tensor) -> ActionTime:
+        """Everything the action tokens take from their noise level sigma [n]: computed once per forward, or
+        once for all of a sampler's steps (a batched matmul instead of one per step)."""
+        temb = self.time_embedding(sigma)
+        shift, scale = self.action_out_modulation(F.silu(temb)).unflatten(1, (2, -1)).unsqueeze(1).unbind(2)
+        return ActionTime(self.time_modulation(temb, self.stream_of(ACTION)), shift, scale)
+
     def make_tokens(self, name: str, x: torch.Tensor, temb: torch.Tensor) -> Tokens:
         """Wrap a block's input tokens with their adaLN modulation (from temb [b, D]) and RoPE angles."""
         return Tokens(name, x, self.time_modulation(temb, self.stream_of(name)), self.rope(name))
@@ -379,6 +413,7 @@ class WorldActionTransformer(nn.Module):
         action_sigma: torch.Tensor | None,  # [b]
         noisy_future: torch.Tensor | None,  # [b, c, f, h, w]
         future_sigma: torch.Tensor | None,  # [b]
+        action_time: ActionTime | None = None,  # instead of action_sigma: precomputed (see action_time)
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Velocities for the noised action chunk [b, t, a] and future latents [b, c, f, h, w].
 
@@ -389,10 +424,11 @@ class WorldActionTransformer(nn.Module):
         tokens = [] if ctx.prefix_kv is not None else list(ctx.prefix)
         wd = self.compute_dtype
         if noisy_actions is not None:
-            assert action_sigma is not None
+            if action_time is None:
+                assert action_sigma is not None
+                action_time = self.action_time(action_sigma)
             x = self.action_encoder(noisy_actions.to(wd), ctx.embodiment_id, ctx.embodiments)
-            action_temb = self.time_embedding(action_sigma)
-            tokens.append(self.make_tokens(ACTION, x, action_temb))
+            tokens.append(Tokens(ACTION, x, action_time.mod, self.rope(ACTION)))
         if noisy_future is not None:
             assert future_sigma is not None
             if self.cfg.attention_mode == "no_video":
@@ -403,9 +439,7 @@ class WorldActionTransformer(nn.Module):
         action_v = future_v = None
         if noisy_actions is not None:
             x = out[ACTION]
-            shift, scale = (self.action_out_modulation(F.silu(action_temb))
-                            .unflatten(1, (2, -1)).unsqueeze(1).unbind(2))
-            x = (self.action_norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+            x = (self.action_norm_out(x.float()) * (1 + action_time.out_scale) + action_time.out_shift).type_as(x)
             action_v = self.action_decoder(x, ctx.embodiment_id, ctx.embodiments).to(noisy_actions.dtype)
         if noisy_future is not None:
             x = out[FUTURE]
@@ -490,8 +524,8 @@ class WorldActionTransformer(nn.Module):
             blk = self.layer(i, s)
             mods[s] = shift, scale, *_ = blk.modulation(mod[s])
             h = _modulate(blk.norm1(x[s].float()), shift, scale).type_as(x[s])
-            k, v = blk.attn1.key_value(h)
-            qs.append(blk.attn1.query(h)), ks.append(k), vs.append(v)
+            q, k, v = blk.attn1.query_key_value(h)
+            qs.append(q), ks.append(k), vs.append(v)
         q = apply_rope(_cat(qs), freqs).transpose(1, 2)  # [b, H, n, k]
         k = apply_rope(_cat(ks), freqs).transpose(1, 2)
         v = _cat(vs).transpose(1, 2)

@@ -176,9 +176,10 @@ class WorldActionModel(WorldActionTransformer):
         ctx = self.encode_context(state=state, reference_latents=ref, text=text, text_mask=text_mask,
                                   embodiment_id=embodiment_id, use_cache=use_cache, embodiments=embodiments)
         sigmas = flow.sigma_schedule(steps, self.flow_cfg.inference_shift, device=x.device)
+        times = self.action_time(sigmas[:-1].to(x.dtype))  # every step's time conditioning in one pass
         for i in range(steps):
-            v, _ = self(ctx, noisy_actions=x, action_sigma=sigmas[i].expand(x.shape[0]), noisy_future=None,
-                        future_sigma=None)
+            v, _ = self(ctx, noisy_actions=x, action_sigma=None, noisy_future=None, future_sigma=None,
+                        action_time=times.step(i))
             x = flow.euler_step(x, v, sigmas[i], sigmas[i + 1])
         return x
 
