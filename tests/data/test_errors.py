@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_dataset
 
+from conftest import write_dataset
 from gigaworld_policy.config import Config, DataConfig, ModelConfig
 from gigaworld_policy.data import DatasetError, StatsMismatchError, WindowedDataset, open_dataset
 from gigaworld_policy.data.stats import compute_norm_stats, load_stats, save_stats

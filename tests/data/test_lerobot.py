@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import CAMERAS, LENGTHS, action_value, image_value, state_value, write_dataset
 
+from conftest import CAMERAS, LENGTHS, action_value, image_value, state_value, write_dataset
 from gigaworld_policy.data import DatasetError, LeRobotWriter, open_dataset
 from gigaworld_policy.data.lerobot import REQUIRED_INFO_KEYS
 

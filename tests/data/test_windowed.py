@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import LENGTHS, action_value, state_value, write_dataset
 from torch.utils.data import DataLoader
 
+from conftest import LENGTHS, action_value, state_value, write_dataset
 from gigaworld_policy.config import Config, DataConfig, ModelConfig
 from gigaworld_policy.data import (
     DataSource,

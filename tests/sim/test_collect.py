@@ -43,3 +43,32 @@ def test_collect_bad_inputs(tmp_path):
     with pytest.raises(SimError, match="seed"):
         collect("metaworld", ["reach-v3"], 1, tmp_path / "x", seed=999_999, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("failures, retries", [(1, 1), (2, 1)], ids=["recovers", "gives-up"])
+def test_collect_retries_a_failed_video_encode_deterministically(tmp_path, monkeypatch, failures, retries):
+    """An encoder/muxer fault (seen with libsvtav1 under load) re-runs the seeded collection; a second
+    fault beyond the retry budget surfaces, and no half-written dataset is left at ``out``."""
+    from gigaworld_policy.data.video import VideoAppender
+
+    ref = collect("metaworld", ["reach-v3"], 1, tmp_path / "ref", image_size=16, progress=False)
+    real_mux, calls = VideoAppender._mux, {"n": 0}
+
+    def flaky_mux(self, packets):
+        if packets and calls["n"] < failures:
+            calls["n"] += 1
+            raise data.VideoEncodeError(f"{self.path}: injected mux failure")
+        return real_mux(self, packets)
+
+    monkeypatch.setattr(VideoAppender, "_mux", flaky_mux)
+    out = tmp_path / "mw"
+    if failures > retries:
+        with pytest.raises(data.VideoEncodeError, match="injected"):
+            collect("metaworld", ["reach-v3"], 1, out, image_size=16, progress=False, encode_retries=retries)
+        assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "ref"]
+        return
+    summary = collect("metaworld", ["reach-v3"], 1, out, image_size=16, progress=False, encode_retries=retries)
+    assert summary["encode_retries"] == 1 and summary["frames"] == ref["frames"]
+    a, b = data.open_dataset(tmp_path / "ref"), data.open_dataset(out)
+    np.testing.assert_array_equal(a.episode_numeric(0, "action"), b.episode_numeric(0, "action"))
+    np.testing.assert_array_equal(a[3]["observation.images.corner2"], b[3]["observation.images.corner2"])

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from gigaworld_policy.data.embodiments import EMBODIMENTS, Embodiment, get_embodiment, register_embodiment
-from gigaworld_policy.data.errors import DatasetError, StatsMismatchError
+from gigaworld_policy.data.errors import DatasetError, StatsMismatchError, VideoEncodeError
 from gigaworld_policy.data.lerobot import LeRobotDataset, open_dataset
 from gigaworld_policy.data.normalize import Normalizer
 from gigaworld_policy.data.stats import compute_norm_stats, load_or_compute_stats, load_stats, save_stats
@@ -24,7 +24,7 @@ _LAZY = {
 
 __all__ = [
     "EMBODIMENTS", "DatasetError", "Embodiment", "LeRobotDataset", "LeRobotWriter", "Normalizer",
-    "StatsMismatchError", "compute_norm_stats", "get_embodiment", "load_or_compute_stats", "load_stats",
+    "StatsMismatchError", "VideoEncodeError", "compute_norm_stats", "get_embodiment", "load_or_compute_stats", "load_stats",
     "open_dataset", "register_embodiment", "save_stats", *_LAZY,
 ]
 

@@ -9,3 +9,12 @@ class DatasetError(ValueError):
 
 class StatsMismatchError(DatasetError):
     """A normalization-statistics file does not belong to the dataset (or settings) it is used with."""
+
+
+class VideoEncodeError(DatasetError):
+    """The video encoder or muxer failed while writing: a fault of the encoding run, not of the frames.
+
+    libsvtav1 has twice handed back a packet the mp4 muxer refused (EINVAL, non-increasing timestamp) under
+    heavy CPU load, and not on re-runs of the same frames; writers that can regenerate their frames
+    deterministically (``gwp collect``) retry on it.
+    """

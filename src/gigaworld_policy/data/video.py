@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from gigaworld_policy.data.errors import DatasetError
+from gigaworld_policy.data.errors import DatasetError, VideoEncodeError
 
 
 def pick_video_codec() -> str:
@@ -72,8 +72,8 @@ class VideoAppender:
             self._packets += 1
             try:
                 self._container.mux(p)
-            except av.FFmpegError as e:  # seen once with libsvtav1 (EINVAL), cause not found: keep the evidence
-                raise DatasetError(f"{self.path}: muxing packet {self._packets} (pts={p.pts}, dts={p.dts}, "
+            except av.FFmpegError as e:  # seen with libsvtav1 under load (EINVAL), cause not found: keep the evidence
+                raise VideoEncodeError(f"{self.path}: muxing packet {self._packets} (pts={p.pts}, dts={p.dts}, "
                                    f"{p.size} bytes) after {self.num_frames} frames failed: {e}") from e
 
     def estimated_bytes(self) -> int:

@@ -75,12 +75,38 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10,
 def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int = 0,
             image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
             steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, encode_retries: int = 1) -> dict[str, Any]:
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
-    "episodes", "failed", "frames", "seconds"}.
+    "episodes", "failed", "frames", "seconds", "encode_retries"}.
+
+    Collection is deterministic in its seeds, so when the video encoder fails (VideoEncodeError: an
+    encoder/muxer fault, not bad frames) the whole collection runs again, up to ``encode_retries`` times;
+    the failed attempt's files are discarded, nothing of it reaches ``out_dir``.
     """
+    from gigaworld_policy.data import VideoEncodeError
+
+    t0 = time.perf_counter()
+    for retry in range(encode_retries + 1):
+        try:
+            summary = _collect_once(env_name, tasks, episodes_per_task, out_dir, seed, image_size, cameras, max_steps,
+                                    steps_after_success, max_attempts_factor, overwrite, progress)
+        except VideoEncodeError as e:
+            if retry == encode_retries:
+                raise
+            print(f"warning: video encoding failed ({e}); collecting again with the same seeds "
+                  f"(retry {retry + 1}/{encode_retries})", flush=True)
+            continue
+        summary["encode_retries"] = retry
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        return summary
+    raise AssertionError("unreachable")
+
+
+def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int,
+                  image_size: int, cameras: tuple[str, ...] | None, max_steps: int | None, steps_after_success: int,
+                  max_attempts_factor: int, overwrite: bool, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
@@ -93,7 +119,6 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     if seed < 0 or seed + max_attempts > EVAL_SEED_OFFSET:
         raise SimError(f"seed: collection seeds {seed}..{seed + max_attempts} must lie in [0, {EVAL_SEED_OFFSET}) "
                        "so they never overlap evaluation seeds")
-    t0 = time.perf_counter()
     writer = None
     summary: dict[str, Any] = {"out_dir": str(out_dir), "env": env_name, "seed": seed, "image_size": image_size,
                                "tasks": {}}
@@ -138,7 +163,6 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     summary["episodes"] = sum(t["episodes"] for t in summary["tasks"].values())
     summary["failed"] = sum(t["failed"] for t in summary["tasks"].values())
     summary["frames"] = sum(t["frames"] for t in summary["tasks"].values())
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
