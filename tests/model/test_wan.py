@@ -418,3 +418,17 @@ def test_memory_parameter_breakdown_of_the_5b_presets() -> None:
     mot = parameter_breakdown(get_preset("wan2.2-5b-mot"))
     assert 4.99e9 < dense["backbone"] == mot["backbone"] < 5.01e9  # Wan2.2-TI2V-5B: 5.0 B (DESIGN.md)
     assert dense["expert"] == 0 and 1.3e9 < mot["expert"] < 1.5e9
+
+
+def test_wan22_vae_architecture_with_random_weights_matches_the_5b_presets() -> None:
+    """The architecture benchmarks build without a checkpoint is Wan 2.2's VAE: 705 M parameters (DESIGN.md),
+    48 latent channels, 16x / 4x compression, accepted by the 5B presets (built on meta: no memory)."""
+    from gigaworld_policy.config import get_preset
+    from gigaworld_policy.model.wan import WanLoadError, wan_vae_tokenizer
+
+    tok = wan_vae_tokenizer(get_preset("wan2.2-5b").model, None, device="meta")
+    n = sum(p.numel() for p in tok.vae.parameters())
+    assert 700e6 < n < 710e6, n
+    assert (tok.latent_channels, tok.spatial_compression, tok.temporal_compression) == (48, 16, 4)
+    with pytest.raises(WanLoadError, match=r"model\.video_tokenizer"):
+        wan_vae_tokenizer(get_preset("cpu-small").model, None, device="meta")

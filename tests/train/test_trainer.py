@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,20 @@ def test_dataset_run_eval_and_init_new_embodiment(mw_dataset: Path, tmp_path: Pa
     bad = tiny_config("model.ffn_dim=64")
     with pytest.raises(CheckpointError, match="shape"):
         train(bad, str(mw_dataset), 1, tmp_path / "bad", progress=False, init=tmp_path / "pre")
+
+
+def test_wan_vae_preset_trains_with_its_tokenizer_and_refuses_data_without_it(tmp_path: Path, wan_shaped_config,
+                                                                              narrow_wan_vae) -> None:
+    """A wan2.2-vae config trains through the frozen VAE (kept out of the trained parameters); without the
+    VAE weights, training on data is refused up front, naming --vae."""
+    cfg = wan_shaped_config("wan2.2-5b-mot", "train.strategy=ddp")
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match=r"video_tokenizer='wan2\.2-vae' needs loaded weights"):
+        Trainer(cfg, info, total_steps=2)
+    tr = Trainer(cfg, info, total_steps=2, video_tokenizer=narrow_wan_vae)
+    assert not any(p is q for p in tr.model.parameters() for q in narrow_wan_vae.parameters())
+    batches = SyntheticBatches(cfg, rank=0, world_size=1, grad_accum=1, device=torch.device("cpu")).steps(0, 2)
+    losses = [tr.train_step(micro)["loss"] for micro in batches]
+    assert all(math.isfinite(v) for v in losses) and tr.step == 2
+    with pytest.raises(ValueError, match="--vae"):
+        train(cfg, [str(tmp_path / "unused")], 1, tmp_path / "run", progress=False)

@@ -23,6 +23,7 @@ import torch
 from gigaworld_policy.config import Config, apply_overrides, get_preset
 from gigaworld_policy.model import WorldActionModel
 from gigaworld_policy.model.layout import token_passes
+from gigaworld_policy.model.tokenizers import VideoTokenizer
 
 
 def paper_geometry(cfg: Config) -> Config:
@@ -53,16 +54,26 @@ def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup
 
 
 def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = None, repeats: int = 20,
-                warmup: int = 3, dtype: torch.dtype | None = None, seed: int = 0, compile: bool = False
-                ) -> dict[str, object]:
-    """Median milliseconds per chunk (batch 1) for the three decoding paths, plus token-count ratios."""
+                warmup: int = 3, dtype: torch.dtype | None = None, seed: int = 0, compile: bool = False,
+                video_tokenizer: VideoTokenizer | None = None, vae: str | None = None) -> dict[str, object]:
+    """Median milliseconds per chunk (batch 1) for the three decoding paths, plus token-count ratios.
+
+    Every path includes encoding the current frame with the video tokenizer (also timed alone as
+    ``encode_ms``). A Wan-VAE config takes ``video_tokenizer``, else the VAE folder ``vae``, else the Wan 2.2
+    VAE architecture with random weights.
+    """
     if cfg.model.attention_mode != "action_centered":
         cfg = apply_overrides(cfg, ["model.attention_mode=action_centered"])
     torch.manual_seed(seed)
     dev = torch.device(device)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    random_vae = video_tokenizer is None and vae is None and cfg.model.video_tokenizer == "wan2.2-vae"
+    if video_tokenizer is None and cfg.model.video_tokenizer == "wan2.2-vae":
+        from gigaworld_policy.model.wan import wan_vae_tokenizer
+
+        video_tokenizer = wan_vae_tokenizer(cfg.model, vae, device=dev, dtype=dtype)
     with dev:
-        model = WorldActionModel(cfg).to(dtype).eval()
+        model = WorldActionModel(cfg, video_tokenizer=video_tokenizer).to(dtype).eval()
     model.init_non_persistent_buffers(dev)
     obs = model.example_observation(1, generator=torch.Generator().manual_seed(seed))  # fp32, as a robot sends
     obs = {k: v.to(dev) for k, v in obs.items()}
@@ -74,10 +85,11 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "joint": lambda: model.generate(obs, num_steps=steps, use_cache=False),
         "action_only": lambda: model.predict_actions(obs, num_steps=steps, use_cache=False),
         "action_only_cached": lambda: model.predict_actions(obs, num_steps=steps, use_cache=True),
+        "encode": lambda: model.encode_video(obs["image"][:, None]),  # part of every path above
     }
     compile_s = None
     if compile:  # a fourth path: the cached one compiled (weights frozen into the graph)
-        compiled = WorldActionModel(cfg).to(device=dev, dtype=dtype).eval()
+        compiled = WorldActionModel(cfg, video_tokenizer=video_tokenizer).to(device=dev, dtype=dtype).eval()
         compiled.load_state_dict(model.state_dict())
         compiled.compile_action_decoding(freeze=True)
         t0 = time.perf_counter()
@@ -103,7 +115,8 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "tokens": {"context": n_ctx, "action": n_a, "future": n_f},
         "joint_ms": round(med["joint"], 3), "action_only_ms": round(med["action_only"], 3),
-        "action_only_cached_ms": round(med["action_only_cached"], 3),
+        "action_only_cached_ms": round(med["action_only_cached"], 3), "encode_ms": round(med["encode"], 3),
+        "video_tokenizer": cfg.model.video_tokenizer + (" (random weights)" if random_vae else ""),
         "p90_ms": {k: round(sorted(v)[int(0.9 * (len(v) - 1))], 3) for k, v in times.items()},
         "token_passes": passes, "speedup": round(speedup, 3),
         "speedup_uncached_over_cached": round(med["action_only"] / med["action_only_cached"], 3),
@@ -129,6 +142,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="also time the cached path under torch.compile (weights frozen; compiling takes tens of s)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON line")
+    p.add_argument("--vae", default=None, help="Wan 2.2 VAE directory for wan2.2-vae presets (default: the "
+                   "architecture with random weights)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     r = run_latency(cfg, device=args.device, num_steps=args.steps, repeats=args.repeats, warmup=args.warmup,
-                    compile=args.compile)
+                    compile=args.compile, vae=args.vae)
     r["geometry"] = args.geometry
     if args.json:
         print(json.dumps(r))
@@ -152,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:28s} {r[k + '_ms']:10.2f} {r['p90_ms'][k]:10.2f} {r['token_passes'][k]:13d}")
     print(f"speedup joint/cached = {r['speedup']:.2f}x (ideal {r['ideal_speedup']:.2f}x, "
           f"{100 * r['fraction_of_ideal']:.0f}% of ideal); uncached/cached = {r['speedup_uncached_over_cached']:.2f}x")
+    print(f"{'(of which: encode the frame)':28s} {r['encode_ms']:10.2f} {r['p90_ms']['encode']:10.2f}   "
+          f"tokenizer {r['video_tokenizer']}")
     if "speedup_compiled" in r:
         print(f"compiled cached: {r['action_only_cached_compiled_ms']:.2f} ms (compile {r['compile_s']} s), "
               f"joint (eager)/compiled cached = {r['speedup_compiled']:.2f}x")

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU peak for MFU")
     p.add_argument("--json", default=None, help="also write the result to this file")
+    p.add_argument("--vae", default=None, help="Wan 2.2 VAE directory for wan2.2-vae presets (default: the "
+                   "architecture with random weights; the VAE encodes every sample's frames inside the step)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
     info = init_distributed(args.device)
     total = args.warmup + args.steps
-    trainer = Trainer(cfg, info, total_steps=total)
+    tokenizer = None
+    if cfg.model.video_tokenizer == "wan2.2-vae":
+        from gigaworld_policy.model.wan import wan_vae_tokenizer
+
+        tokenizer = wan_vae_tokenizer(cfg.model, args.vae, device=info.device)
+    trainer = Trainer(cfg, info, total_steps=total, video_tokenizer=tokenizer)
     batches = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=1, device=info.device)
     m = cfg.model
     tokens_per_sample = 1 + m.num_reference_tokens + m.action_horizon + m.num_future_tokens

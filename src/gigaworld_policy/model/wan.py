@@ -12,7 +12,9 @@ action-expert width, Fd/Fa dense/expert FFN width.
 - :func:`build_wan_model` does the meta-device build + load in one call.
 - :func:`init_action_expert_from_visual`: the GWP-0.5 Mixture-of-Transformers expert from the dense weights.
 - :class:`WanVAETokenizer`: diffusers ``AutoencoderKLWan`` behind the ``VideoTokenizer`` interface, latents
-  normalized with the VAE config's ``latents_mean``/``latents_std`` (as Wan's pipelines do).
+  normalized with the VAE config's ``latents_mean``/``latents_std`` (as Wan's pipelines do);
+  :func:`wan_vae_tokenizer` loads it for a config, or builds the Wan 2.2 architecture with random weights
+  for benchmarks and smoke runs of the 5B presets (no checkpoint on the machine).
 - Offline latent cache (:func:`write_latent_cache`, :class:`LatentCache`): encode every window a dataset's
   samples need once, store safetensors per episode.
 
@@ -368,6 +370,16 @@ def init_action_expert_from_visual(model: nn.Module, *, dtype: torch.dtype | Non
 # ------------------------------------------------------------------------------------------------
 
 
+# The Wan 2.2 VAE's architecture (Wan2.2-TI2V-5B-Diffusers vae/config.json): 705 M parameters, 12 input
+# channels (RGB patchified 2x2), 48 latent channels, 16x spatial / 4x temporal compression. Its latents_mean and
+# latents_std are statistics of the trained weights: they come with a checkpoint (from_pretrained).
+WAN22_VAE_ARCHITECTURE: dict[str, Any] = {
+    "base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+    "attn_scales": [], "temperal_downsample": [False, True, True], "dropout": 0.0, "is_residual": True,
+    "in_channels": 12, "out_channels": 12, "patch_size": 2, "scale_factor_spatial": 16, "scale_factor_temporal": 4,
+}
+
+
 class WanVAETokenizer(VideoTokenizer):
     """diffusers ``AutoencoderKLWan`` (frozen): frames [b, n, 3, H, W] in [-1, 1] <-> normalized latents.
 
@@ -403,6 +415,21 @@ class WanVAETokenizer(VideoTokenizer):
             vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=dtype)
         return cls(vae)
 
+    @classmethod
+    def random_weights(cls, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                       seed: int = 0, **architecture: Any) -> WanVAETokenizer:
+        """The Wan 2.2 VAE architecture (``WAN22_VAE_ARCHITECTURE``, fields overridable) with random weights
+        and identity latent normalization: the real tokenizer's compute and shapes, meaningless latents.
+        For benchmarks and smoke runs of the 5B presets; training and deployment load a checkpoint."""
+        from diffusers import AutoencoderKLWan
+
+        arch = WAN22_VAE_ARCHITECTURE | architecture
+        z = int(arch["z_dim"])
+        torch.manual_seed(seed)
+        with torch.device(device or "cpu"):
+            vae = AutoencoderKLWan(**arch, latents_mean=[0.0] * z, latents_std=[1.0] * z)
+        return cls(vae if dtype == torch.float32 else vae.to(dtype))
+
     def check(self, cfg: ModelConfig) -> None:
         """Refuse a VAE that does not produce what ``cfg`` expects; errors name the field."""
         for ours, theirs, name in ((cfg.latent_channels, self.latent_channels, "latent_channels (VAE z_dim)"),
@@ -434,6 +461,23 @@ class WanVAETokenizer(VideoTokenizer):
         z = (latents.float() * self.latents_std + self.latents_mean).to(self._dtype)
         x = self.vae.decode(z).sample.float()
         return rearrange(x, "b c n h w -> b n c h w").clamp(-1.0, 1.0)
+
+
+def wan_vae_tokenizer(cfg: ModelConfig, path: str | Path | None, *, device: torch.device | str = "cpu",
+                      dtype: torch.dtype | None = None) -> WanVAETokenizer:
+    """The Wan 2.2 VAE for ``cfg``, checked against it: from the diffusers ``AutoencoderKLWan`` folder at
+    ``path``, or, with ``path=None``, the architecture with random weights (benchmarks, smoke runs).
+    ``dtype`` defaults to bf16 on CUDA, fp32 elsewhere."""
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if cfg.video_tokenizer != "wan2.2-vae":
+        raise WanLoadError(f"model.video_tokenizer is {cfg.video_tokenizer!r}, not 'wan2.2-vae': no VAE to load")
+    if path is None:
+        tok = WanVAETokenizer.random_weights(dtype=dtype, device=device)
+    else:
+        tok = WanVAETokenizer.from_pretrained(path, dtype=dtype).to(device)
+    tok.check(cfg)
+    return tok
 
 
 # ------------------------------------------------------------------------------------------------

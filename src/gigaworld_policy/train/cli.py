@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its latest checkpoint")
     p.add_argument("--init", default=None, help="initialize weights from a checkpoint or run directory")
     p.add_argument("--init-wan", default=None, help="initialize the backbone from a Wan 2.2 transformer directory")
+    p.add_argument("--vae", default=None,
+                   help="Wan 2.2 VAE directory (diffusers AutoencoderKLWan) for presets with video_tokenizer=wan2.2-vae")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="config override (repeatable)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (with a checkpoint) after this")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         summary = train(cfg, args.data, args.steps, args.out, resume=args.resume, init=args.init,
                         init_wan=args.init_wan, max_minutes=args.max_minutes, weights=weights,
                         grad_accum=args.grad_accum, device=args.device, holdout_episodes=args.holdout_episodes,
-                        progress=not args.no_progress, synthetic=args.synthetic)
+                        progress=not args.no_progress, synthetic=args.synthetic, vae=args.vae)
     finally:
         shutdown_distributed()
     if summary.final_step >= 0:

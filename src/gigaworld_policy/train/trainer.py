@@ -44,6 +44,7 @@ from gigaworld_policy.checkpoint import (
 )
 from gigaworld_policy.config import Config
 from gigaworld_policy.data.windowed import DataSource
+from gigaworld_policy.model.tokenizers import VideoTokenizer
 from gigaworld_policy.train import state as tstate
 from gigaworld_policy.train.batches import BatchProvider, DatasetBatches, SyntheticBatches
 from gigaworld_policy.train.data import (
@@ -90,11 +91,17 @@ def checkpoint_name(step: int) -> str:
 class Trainer:
     """One rank's training state: wrapped model, EMA, optimizer, schedule, counters."""
 
-    def __init__(self, cfg: Config, info: DistInfo, total_steps: int, *, grad_accum: int = 1) -> None:
+    def __init__(self, cfg: Config, info: DistInfo, total_steps: int, *, grad_accum: int = 1,
+                 video_tokenizer: VideoTokenizer | None = None) -> None:
+        """``video_tokenizer``: the frozen tokenizer for configs whose tokenizer has weights (the Wan VAE,
+        ``model.wan.wan_vae_tokenizer``); it stays outside the trained, sharded and checkpointed parameters."""
         self.cfg, self.info, self.total_steps, self.accum = cfg, info, total_steps, grad_accum
         self.fsdp = use_fsdp(cfg)
         self.wrapped = build_model(cfg, info)
         self.model = unwrap(self.wrapped)
+        if video_tokenizer is not None:
+            self.model.set_video_tokenizer(video_tokenizer.to(info.device))
+        _ = self.model.video_tokenizer  # a config whose tokenizer needs weights fails here, naming the field
         self.model.gradient_checkpointing = bool(cfg.train.gradient_checkpointing)
         self.optimizer = build_optimizer(list(self.wrapped.parameters()), cfg.train, info.device)
         self.scheduler = build_scheduler(self.optimizer, cfg.train, total_steps)
@@ -309,7 +316,7 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
           resume: bool = False, init: str | Path | None = None, init_wan: str | Path | None = None,
           max_minutes: float | None = None, weights: Sequence[float] | None = None, grad_accum: int = 1,
           device: str = "auto", holdout_episodes: int = 1, eval_frames: int = 4, progress: bool = True,
-          synthetic: bool = False) -> TrainSummary:
+          synthetic: bool = False, vae: str | Path | None = None) -> TrainSummary:
     """Train ``cfg`` for ``steps`` optimizer steps (global batch ``cfg.train.batch_size``) into ``out_dir``.
 
     ``data_sources``: dataset roots (``"a,b"`` or a list; DataSources carry weights/stats/robot type), or
@@ -317,6 +324,8 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
     from ``out_dir``'s latest checkpoint (the config is taken from it; ``steps`` may extend the run).
     ``init`` loads weights from a checkpoint (new embodiments' rows are newly initialized and reported).
     ``max_minutes`` stops cleanly after the step that crosses the budget, with a final checkpoint.
+    ``vae``: the diffusers ``AutoencoderKLWan`` folder for ``model.video_tokenizer='wan2.2-vae'`` (required with
+    data; a synthetic run without it uses the architecture with random weights).
     Run under ``torchrun`` for several processes; returns the same summary on every rank.
     """
     t0 = time.monotonic()
@@ -329,12 +338,20 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
         cfg = load_config(resume_from)  # the checkpoint's config wins: a resumed run is the same run
     elif resume and info.is_main:
         print(f"resume: {run_dir} has no complete checkpoint yet; starting from step 0")
+    tokenizer = None
+    if cfg.model.video_tokenizer == "wan2.2-vae":
+        if vae is None and not synthetic:
+            raise ValueError("train: model.video_tokenizer='wan2.2-vae' needs the VAE weights: pass vae=DIR (--vae), "
+                             "a diffusers AutoencoderKLWan folder such as Wan2.2-TI2V-5B-Diffusers/vae")
+        from gigaworld_policy.model.wan import wan_vae_tokenizer
+
+        tokenizer = wan_vae_tokenizer(cfg.model, vae, device=info.device)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         clean_partial_writes(run_dir)
         (run_dir / "run_config.json").write_text(cfg.to_json())
     barrier(info)
-    trainer = Trainer(cfg, info, steps, grad_accum=grad_accum)
+    trainer = Trainer(cfg, info, steps, grad_accum=grad_accum, video_tokenizer=tokenizer)
     provider: BatchProvider
     eval_ds = split = None
     if synthetic or data_sources is None:

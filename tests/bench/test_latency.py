@@ -1,0 +1,34 @@
+"""`gwp bench latency`: the three decoding paths at the tiny preset and at the 5B presets' layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gigaworld_policy.bench.latency import run_latency
+from gigaworld_policy.cli import main as gwp
+from gigaworld_policy.config import get_preset
+from gigaworld_policy.model.layout import token_passes
+
+
+def test_cli_json_line_has_the_documented_fields(capsys) -> None:
+    assert gwp(["bench", "latency", "--preset", "tiny", "--repeats", "2", "--warmup", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("joint_ms", "action_only_ms", "action_only_cached_ms", "speedup", "ideal_speedup", "encode_ms"):
+        assert r[key] > 0, key
+    m = get_preset("tiny").model
+    n_ctx, n_a, n_f = 1 + m.num_reference_tokens, m.action_horizon, m.num_future_tokens
+    joint = token_passes(10, n_ctx, n_a, n_f, cached=False, with_video=True)
+    cached = token_passes(10, n_ctx, n_a, n_f, cached=True, with_video=False)
+    assert r["ideal_speedup"] == pytest.approx(joint / cached, rel=1e-3)
+    assert r["speedup"] == pytest.approx(r["joint_ms"] / r["action_only_cached_ms"], rel=1e-2)
+
+
+@pytest.mark.parametrize("preset", ["wan2.2-5b", "wan2.2-5b-mot"])
+def test_runs_at_the_5b_layout_with_a_wan_vae(preset: str, wan_shaped_config, narrow_wan_vae) -> None:
+    """The 5B presets' token layout through the Wan VAE tokenizer (random weights, narrow), every path."""
+    r = run_latency(wan_shaped_config(preset), repeats=1, warmup=0, video_tokenizer=narrow_wan_vae)
+    # 64x64 frame -> 4x4 latents -> 2x2 patches: 4 tokens per latent frame; 4 future frames -> 1 latent frame
+    assert r["tokens"] == {"context": 5, "action": 4, "future": 4}
+    assert r["video_tokenizer"] == "wan2.2-vae" and r["encode_ms"] > 0
