@@ -96,12 +96,24 @@ class Policy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True,
-                        text_encoder: TextEncoder | None = None) -> Policy:
-        """Load a checkpoint directory, or a training run directory (its latest complete checkpoint)."""
-        from gigaworld_policy.checkpoint import load_checkpoint, load_model_weights
+                        text_encoder: TextEncoder | None = None, vae: str | Path | None = None) -> Policy:
+        """Load a checkpoint directory, or a training run directory (its latest complete checkpoint).
+
+        ``vae``: the Wan 2.2 VAE folder (diffusers ``AutoencoderKLWan``), required by checkpoints whose
+        ``model.video_tokenizer`` is ``wan2.2-vae``; the VAE is not part of our checkpoints.
+        """
+        from gigaworld_policy.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 
         config, weights, norm_stats, ckpt_dir = load_checkpoint(path, ema=use_ema)
-        model = WorldActionModel(config)
+        tokenizer = None
+        if config.model.video_tokenizer == "wan2.2-vae":
+            if vae is None:
+                raise CheckpointError(f"{ckpt_dir}: model.video_tokenizer='wan2.2-vae' needs the VAE weights: pass "
+                                      "vae=DIR (--vae), a diffusers AutoencoderKLWan folder")
+            from gigaworld_policy.model.wan import wan_vae_tokenizer
+
+            tokenizer = wan_vae_tokenizer(config.model, vae, device=device)
+        model = WorldActionModel(config, video_tokenizer=tokenizer)
         load_model_weights(model, weights, where=str(ckpt_dir))
         model.to(device)
         return cls(model, config, norm_stats, text_encoder=text_encoder, checkpoint=ckpt_dir)

@@ -178,3 +178,20 @@ def test_sim_harness_drives_policy(checkpoint: Path) -> None:
     assert res["length"] == 10 and len(res["latency_ms"]) == 3
     res = run_episode(pol, FakeEnv(), seed=0, replan_every=8, imagine=True, record=True)
     assert res["length"] == 10 and len(res["frames"]) > 0
+
+
+def test_wan_vae_checkpoint_needs_and_uses_its_vae(tmp_path: Path, norm_stats, wan_shaped_config,
+                                                    narrow_wan_vae) -> None:
+    """A wan2.2-vae checkpoint is refused without the VAE folder (naming --vae) and serves with it."""
+    from gigaworld_policy.checkpoint import CheckpointError, save_checkpoint
+    from gigaworld_policy.model.world_action_model import WorldActionModel
+
+    cfg = wan_shaped_config("wan2.2-5b", "model.action_dim=16", "model.state_dim=16")
+    ckpt = save_checkpoint(tmp_path / "step_00000001", config=cfg, model_state=WorldActionModel(cfg).state_dict(),
+                           norm_stats=norm_stats)
+    with pytest.raises(CheckpointError, match="--vae"):
+        Policy.from_checkpoint(ckpt)
+    narrow_wan_vae.vae.save_pretrained(tmp_path / "vae")
+    policy = Policy.from_checkpoint(ckpt, vae=tmp_path / "vae")
+    out = policy.infer(make_obs(2, size=(64, 64)), seed=0, num_steps=2)
+    assert out["actions"].shape == (cfg.model.action_horizon, 14) and np.isfinite(out["actions"]).all()

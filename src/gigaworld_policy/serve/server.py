@@ -248,13 +248,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=8, help="threads decoding/validating/running requests")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the action decoder before serving (compiles at start-up: tens of s on CPU)")
+    parser.add_argument("--vae", default=None,
+                        help="Wan 2.2 VAE directory (diffusers AutoencoderKLWan) for wan2.2-vae checkpoints")
 
 
 def run(args: argparse.Namespace) -> int:
     from gigaworld_policy.policy import Policy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    policy = Policy.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
+    policy = Policy.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema, vae=args.vae)
     if args.compile:  # compile now, not inside the first robot's request timeout
         import torch
 

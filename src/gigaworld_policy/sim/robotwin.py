@@ -32,7 +32,8 @@ class RoboTwinModel:
 
 def get_model(usr_args: dict[str, Any]) -> RoboTwinModel:
     """usr_args: ``checkpoint`` (or ``ckpt_path``) -> gigaworld_policy.policy.Policy, or ``policy`` (an
-    object with ``infer``); optional ``replan_every`` (default 24), ``cameras``, ``robot_type``."""
+    object with ``infer``); optional ``replan_every`` (default 24), ``cameras``, ``robot_type``, ``device``,
+    ``vae`` (the Wan 2.2 VAE folder of a wan2.2-vae checkpoint)."""
     policy = usr_args.get("policy")
     if policy is None:
         ckpt = usr_args.get("checkpoint") or usr_args.get("ckpt_path")
@@ -40,7 +41,7 @@ def get_model(usr_args: dict[str, Any]) -> RoboTwinModel:
             raise SimError("usr_args: give 'checkpoint' (or 'ckpt_path') or a 'policy' object")
         from gigaworld_policy.policy import Policy
 
-        policy = Policy.from_checkpoint(ckpt)
+        policy = Policy.from_checkpoint(ckpt, device=usr_args.get("device", "cpu"), vae=usr_args.get("vae"))
     replan = int(usr_args.get("replan_every", 24))
     if replan < 1:
         raise SimError(f"usr_args['replan_every']: must be >= 1, got {replan}")
