@@ -42,3 +42,17 @@ def test_demo_pipeline_writes_every_artifact(tmp_path: Path) -> None:
     mtime = (s.out / "stages" / "train.json").stat().st_mtime
     run_demo(s)
     assert (s.out / "stages" / "train.json").stat().st_mtime == mtime
+
+
+def test_schedule_is_fitted_to_the_time_budget_and_kept_on_resume(tmp_path: Path) -> None:
+    """Without --max-steps the demo plans as many steps as fit the budget (measured), so the cosine schedule
+    ends inside it; the plan is stored and a resumed run keeps it."""
+    from gigaworld_policy.config import apply_overrides, get_preset
+    from gigaworld_policy.demo import fit_steps_to_budget
+
+    cfg = apply_overrides(get_preset("tiny"), ["data.text_encoder=none", "train.batch_size=2"])
+    assert fit_steps_to_budget(cfg, 1e-6, tmp_path / "a", probe_steps=2)["steps"] == 1  # never 0
+    long = fit_steps_to_budget(cfg, 5.0, tmp_path / "b", probe_steps=2)
+    expected = int(60 * 5.0 / (long["probe_step_s"] * long["overhead"]))
+    assert abs(long["steps"] - expected) <= 0.01 * expected + 1  # probe_step_s is stored rounded
+    assert fit_steps_to_budget(cfg, 5.0, tmp_path / "b") == long  # read back, not re-measured

@@ -17,6 +17,10 @@ import json
 import statistics
 import subprocess
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gigaworld_policy.config import Config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,11 +36,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "architecture with random weights; the VAE encodes every sample's frames inside the step)")
 
 
+def time_train_steps(trainer: Any, cfg: Config, steps: int, warmup: int) -> list[float]:
+    """Seconds per full trainer step (forward, backward, clip, AdamW, EMA) on synthetic batches, after
+    ``warmup`` untimed steps. Also what ``gwp demo`` uses to fit its schedule to a time budget."""
+    import torch
+
+    from gigaworld_policy.train.batches import SyntheticBatches
+
+    info = trainer.info
+    batches = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=1, device=info.device)
+    sync = torch.cuda.synchronize if info.device.type == "cuda" else (lambda: None)
+    times = []
+    for i, micro in enumerate(batches.steps(0, warmup + steps)):
+        sync()
+        t = time.perf_counter()
+        trainer.train_step(micro)
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from gigaworld_policy.config import apply_overrides, get_preset
-    from gigaworld_policy.train.batches import SyntheticBatches
     from gigaworld_policy.train.distributed import init_distributed, shutdown_distributed
     from gigaworld_policy.train.trainer import Trainer
 
@@ -44,31 +68,20 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
     info = init_distributed(args.device)
-    total = args.warmup + args.steps
     tokenizer = None
     if cfg.model.video_tokenizer == "wan2.2-vae":
         from gigaworld_policy.model.wan import wan_vae_tokenizer
 
         tokenizer = wan_vae_tokenizer(cfg.model, args.vae, device=info.device)
-    trainer = Trainer(cfg, info, total_steps=total, video_tokenizer=tokenizer)
-    batches = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=1, device=info.device)
+    trainer = Trainer(cfg, info, total_steps=args.warmup + args.steps, video_tokenizer=tokenizer)
     m = cfg.model
     tokens_per_sample = 1 + m.num_reference_tokens + m.action_horizon + m.num_future_tokens
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if info.world_size > 1:  # FSDP: local shards; count the global size
         n_params = sum(p.full_tensor().numel() if hasattr(p, "full_tensor") else p.numel()
                        for p in trainer.model.parameters())
-    times = []
+    times = time_train_steps(trainer, cfg, args.steps, args.warmup)
     cuda = info.device.type == "cuda"
-    for i, micro in enumerate(batches.steps(0, total)):
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        trainer.train_step(micro)
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
     b = cfg.train.batch_size
     out = {"preset": cfg.name, "device": str(info.device), "world_size": info.world_size, "batch_size": b,
