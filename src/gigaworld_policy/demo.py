@@ -129,7 +129,7 @@ def fit_steps_to_budget(cfg: Any, minutes: float, run_dir: Path, *, probe_steps:
     if plan_file.exists():
         return json.loads(plan_file.read_text())
     probe = Trainer(cfg, init_distributed("cpu"), total_steps=probe_steps + 1)
-    step_s = statistics.median(time_train_steps(probe, cfg, probe_steps, warmup=1))
+    step_s = statistics.median(time_train_steps(probe, probe_steps, warmup=1))
     plan = {"steps": max(1, int(60.0 * minutes / (step_s * overhead))), "probe_step_s": round(step_s, 4),
             "overhead": overhead, "minutes": minutes}
     print(f"train: {step_s:.2f} s per step measured; planning {plan['steps']} steps for {minutes:g} minutes",

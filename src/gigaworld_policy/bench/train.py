@@ -17,10 +17,10 @@ import json
 import statistics
 import subprocess
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gigaworld_policy.config import Config
+    from gigaworld_policy.train.trainer import Trainer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,14 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "architecture with random weights; the VAE encodes every sample's frames inside the step)")
 
 
-def time_train_steps(trainer: Any, cfg: Config, steps: int, warmup: int) -> list[float]:
+def time_train_steps(trainer: Trainer, steps: int, warmup: int) -> list[float]:
     """Seconds per full trainer step (forward, backward, clip, AdamW, EMA) on synthetic batches, after
     ``warmup`` untimed steps. Also what ``gwp demo`` uses to fit its schedule to a time budget."""
     import torch
 
     from gigaworld_policy.train.batches import SyntheticBatches
 
-    info = trainer.info
+    cfg, info = trainer.cfg, trainer.info
     batches = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=1, device=info.device)
     sync = torch.cuda.synchronize if info.device.type == "cuda" else (lambda: None)
     times = []
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if info.world_size > 1:  # FSDP: local shards; count the global size
         n_params = sum(p.full_tensor().numel() if hasattr(p, "full_tensor") else p.numel()
                        for p in trainer.model.parameters())
-    times = time_train_steps(trainer, cfg, args.steps, args.warmup)
+    times = time_train_steps(trainer, args.steps, args.warmup)
     cuda = info.device.type == "cuda"
     step_s = statistics.median(times)
     b = cfg.train.batch_size
