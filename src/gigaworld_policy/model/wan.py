@@ -425,8 +425,8 @@ class WanVAETokenizer(VideoTokenizer):
 
         arch = WAN22_VAE_ARCHITECTURE | architecture
         z = int(arch["z_dim"])
-        torch.manual_seed(seed)
-        with torch.device(device or "cpu"):
+        with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):  # the caller's RNG stays as it was
+            torch.manual_seed(seed)
             vae = AutoencoderKLWan(**arch, latents_mean=[0.0] * z, latents_std=[1.0] * z)
         return cls(vae if dtype == torch.float32 else vae.to(dtype))
 
