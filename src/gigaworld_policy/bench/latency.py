@@ -88,15 +88,18 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "encode": lambda: model.encode_video(obs["image"][:, None]),  # part of every path above
     }
     compile_s = None
-    if compile:  # a fourth path: the cached one compiled (weights frozen into the graph)
+    if compile:  # the cached path and joint decoding, each compiled (weights frozen into the graph)
         compiled = WorldActionModel(cfg, video_tokenizer=video_tokenizer).to(device=dev, dtype=dtype).eval()
         compiled.load_state_dict(model.state_dict())
         compiled.compile_action_decoding(freeze=True)
+        joint_compiled = torch.compile(compiled.generate, dynamic=False, options={"freezing": True})
         t0 = time.perf_counter()
         with torch.inference_mode():
             compiled.predict_actions(obs, num_steps=steps)  # compiles
-        sync()
-        compile_s = time.perf_counter() - t0
+            sync()
+            compile_s = time.perf_counter() - t0
+            joint_compiled(obs, num_steps=steps)
+        runs["joint_compiled"] = lambda: joint_compiled(obs, num_steps=steps)
         runs["action_only_cached_compiled"] = lambda: compiled.predict_actions(obs, num_steps=steps)
     with torch.inference_mode():
         times = _time_interleaved(runs, repeats, warmup, sync)
@@ -107,6 +110,7 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "action_only_cached": token_passes(steps, n_ctx, n_a, n_f, cached=True, with_video=False),
     }
     if compile:
+        passes["joint_compiled"] = passes["joint"]
         passes["action_only_cached_compiled"] = passes["action_only_cached"]
     ideal = passes["joint"] / passes["action_only_cached"]
     speedup = med["joint"] / med["action_only_cached"]
@@ -125,8 +129,11 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
     } | ({} if not compile else {
         "action_only_cached_compiled_ms": round(med["action_only_cached_compiled"], 3),
         "compile_s": round(compile_s, 1),
-        # joint decoding stays eager: this ratio mixes an optimisation into the comparison, 'speedup' does not
-        "speedup_compiled": round(med["joint"] / med["action_only_cached_compiled"], 3),
+        "joint_compiled_ms": round(med["joint_compiled"], 3),
+        # both paths compiled: the like-for-like ratio to hold against ideal_speedup
+        "speedup_compiled": round(med["joint_compiled"] / med["action_only_cached_compiled"], 3),
+        # eager joint over compiled cached: mixes an optimisation into the comparison
+        "speedup_eager_joint_over_compiled": round(med["joint"] / med["action_only_cached_compiled"], 3),
     })
 
 
@@ -170,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'(of which: encode the frame)':28s} {r['encode_ms']:10.2f} {r['p90_ms']['encode']:10.2f}   "
           f"tokenizer {r['video_tokenizer']}")
     if "speedup_compiled" in r:
-        print(f"compiled cached: {r['action_only_cached_compiled_ms']:.2f} ms (compile {r['compile_s']} s), "
-              f"joint (eager)/compiled cached = {r['speedup_compiled']:.2f}x")
+        print(f"compiled: joint/cached = {r['speedup_compiled']:.2f}x "
+              f"({100 * r['speedup_compiled'] / r['ideal_speedup']:.0f}% of ideal); cached compile "
+              f"{r['compile_s']} s; joint (eager)/compiled cached = {r['speedup_eager_joint_over_compiled']:.2f}x")
     return 0
 
 
