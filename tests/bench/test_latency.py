@@ -32,3 +32,14 @@ def test_runs_at_the_5b_layout_with_a_wan_vae(preset: str, wan_shaped_config, na
     # 64x64 frame -> 4x4 latents -> 2x2 patches: 4 tokens per latent frame; 4 future frames -> 1 latent frame
     assert r["tokens"] == {"context": 5, "action": 4, "future": 4}
     assert r["video_tokenizer"] == "wan2.2-vae" and r["encode_ms"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_paths_are_timed_like_for_like() -> None:
+    """--compile times joint decoding compiled too; speedup_compiled is compiled joint over compiled cached."""
+    r = run_latency(get_preset("tiny"), repeats=1, warmup=0, compile=True)
+    for key in ("joint_compiled_ms", "action_only_cached_compiled_ms", "compile_s"):
+        assert r[key] > 0, key
+    assert r["speedup_compiled"] == pytest.approx(r["joint_compiled_ms"] / r["action_only_cached_compiled_ms"],
+                                                  rel=1e-2)
+    assert r["token_passes"]["joint_compiled"] == r["token_passes"]["joint"]
