@@ -102,18 +102,11 @@ class Policy:
         ``vae``: the Wan 2.2 VAE folder (diffusers ``AutoencoderKLWan``), required by checkpoints whose
         ``model.video_tokenizer`` is ``wan2.2-vae``; the VAE is not part of our checkpoints.
         """
-        from gigaworld_policy.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+        from gigaworld_policy.checkpoint import load_checkpoint, load_model_weights
+        from gigaworld_policy.model.wan import video_tokenizer_for
 
         config, weights, norm_stats, ckpt_dir = load_checkpoint(path, ema=use_ema)
-        tokenizer = None
-        if config.model.video_tokenizer == "wan2.2-vae":
-            if vae is None:
-                raise CheckpointError(f"{ckpt_dir}: model.video_tokenizer='wan2.2-vae' needs the VAE weights: pass "
-                                      "vae=DIR (--vae), a diffusers AutoencoderKLWan folder")
-            from gigaworld_policy.model.wan import wan_vae_tokenizer
-
-            tokenizer = wan_vae_tokenizer(config.model, vae, device=device)
-        model = WorldActionModel(config, video_tokenizer=tokenizer)
+        model = WorldActionModel(config, video_tokenizer=video_tokenizer_for(config.model, vae, device=device))
         load_model_weights(model, weights, where=str(ckpt_dir))
         model.to(device)
         return cls(model, config, norm_stats, text_encoder=text_encoder, checkpoint=ckpt_dir)

@@ -162,5 +162,5 @@ def test_wan_vae_preset_trains_with_its_tokenizer_and_refuses_data_without_it(tm
     batches = SyntheticBatches(cfg, rank=0, world_size=1, grad_accum=1, device=torch.device("cpu")).steps(0, 2)
     losses = [tr.train_step(micro)["loss"] for micro in batches]
     assert all(math.isfinite(v) for v in losses) and tr.step == 2
-    with pytest.raises(ValueError, match="--vae"):
+    with pytest.raises(CheckpointError, match="--vae"):
         train(cfg, [str(tmp_path / "unused")], 1, tmp_path / "run", progress=False)

@@ -68,10 +68,10 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
     dev = torch.device(device)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     random_vae = video_tokenizer is None and vae is None and cfg.model.video_tokenizer == "wan2.2-vae"
-    if video_tokenizer is None and cfg.model.video_tokenizer == "wan2.2-vae":
-        from gigaworld_policy.model.wan import wan_vae_tokenizer
+    if video_tokenizer is None:
+        from gigaworld_policy.model.wan import video_tokenizer_for
 
-        video_tokenizer = wan_vae_tokenizer(cfg.model, vae, device=dev, dtype=dtype)
+        video_tokenizer = video_tokenizer_for(cfg.model, vae, device=dev, dtype=dtype, allow_random=True)
     with dev:
         model = WorldActionModel(cfg, video_tokenizer=video_tokenizer).to(dtype).eval()
     model.init_non_persistent_buffers(dev)

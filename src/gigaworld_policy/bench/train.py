@@ -68,11 +68,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
     info = init_distributed(args.device)
-    tokenizer = None
-    if cfg.model.video_tokenizer == "wan2.2-vae":
-        from gigaworld_policy.model.wan import wan_vae_tokenizer
+    from gigaworld_policy.model.wan import video_tokenizer_for
 
-        tokenizer = wan_vae_tokenizer(cfg.model, args.vae, device=info.device)
+    tokenizer = video_tokenizer_for(cfg.model, args.vae, device=info.device, allow_random=True)
     trainer = Trainer(cfg, info, total_steps=args.warmup + args.steps, video_tokenizer=tokenizer)
     m = cfg.model
     tokens_per_sample = 1 + m.num_reference_tokens + m.action_horizon + m.num_future_tokens

@@ -480,6 +480,19 @@ def wan_vae_tokenizer(cfg: ModelConfig, path: str | Path | None, *, device: torc
     return tok
 
 
+def video_tokenizer_for(cfg: ModelConfig, vae: str | Path | None, *, device: torch.device | str = "cpu",
+                        dtype: torch.dtype | None = None, allow_random: bool = False) -> VideoTokenizer | None:
+    """The tokenizer weights a config needs beyond our checkpoints: None for the pixel tokenizer (built in);
+    for ``wan2.2-vae`` the VAE folder ``vae``, or, with ``allow_random`` (benchmarks, smoke runs), the
+    architecture with random weights. Where the weights are required and missing the error names ``--vae``."""
+    if cfg.video_tokenizer != "wan2.2-vae":
+        return None
+    if vae is None and not allow_random:
+        raise WanLoadError("model.video_tokenizer='wan2.2-vae' needs the VAE weights: pass vae=DIR (--vae), a "
+                           "diffusers AutoencoderKLWan folder such as Wan2.2-TI2V-5B-Diffusers/vae")
+    return wan_vae_tokenizer(cfg, vae, device=device, dtype=dtype)
+
+
 # ------------------------------------------------------------------------------------------------
 # Offline latent cache
 # ------------------------------------------------------------------------------------------------

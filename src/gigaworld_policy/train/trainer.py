@@ -338,14 +338,9 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
         cfg = load_config(resume_from)  # the checkpoint's config wins: a resumed run is the same run
     elif resume and info.is_main:
         print(f"resume: {run_dir} has no complete checkpoint yet; starting from step 0")
-    tokenizer = None
-    if cfg.model.video_tokenizer == "wan2.2-vae":
-        if vae is None and not synthetic:
-            raise ValueError("train: model.video_tokenizer='wan2.2-vae' needs the VAE weights: pass vae=DIR (--vae), "
-                             "a diffusers AutoencoderKLWan folder such as Wan2.2-TI2V-5B-Diffusers/vae")
-        from gigaworld_policy.model.wan import wan_vae_tokenizer
+    from gigaworld_policy.model.wan import video_tokenizer_for
 
-        tokenizer = wan_vae_tokenizer(cfg.model, vae, device=info.device)
+    tokenizer = video_tokenizer_for(cfg.model, vae, device=info.device, allow_random=synthetic)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         clean_partial_writes(run_dir)
