@@ -147,7 +147,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'paper': 121 clean context, 48 action and 120 future tokens at the preset's width")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--compile", action="store_true",
-                   help="also time the cached path under torch.compile (weights frozen; compiling takes tens of s)")
+                   help="also time the cached path and joint decoding under torch.compile (weights frozen; "
+                   "compiling takes minutes on 2 CPU cores)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON line")
     p.add_argument("--vae", default=None, help="Wan 2.2 VAE directory for wan2.2-vae presets (default: the "
                    "architecture with random weights)")
