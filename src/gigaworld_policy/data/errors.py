@@ -14,7 +14,8 @@ class StatsMismatchError(DatasetError):
 class VideoEncodeError(DatasetError):
     """The video encoder or muxer failed while writing: a fault of the encoding run, not of the frames.
 
-    libsvtav1 has twice handed back a packet the mp4 muxer refused (EINVAL, non-increasing timestamp) under
-    heavy CPU load, and not on re-runs of the same frames; writers that can regenerate their frames
-    deterministically (``gwp collect``) retry on it.
+    libsvtav1 has three times handed back a packet the mp4 muxer refused (EINVAL) under heavy CPU load, and
+    not on re-runs of the same frames (one reason H.264 is the default encoder: data/video.py
+    ``pick_video_codec``); writers that can regenerate their frames deterministically (``gwp collect``)
+    retry on it.
     """

@@ -16,18 +16,37 @@ import numpy as np
 
 from gigaworld_policy.data.errors import DatasetError, VideoEncodeError
 
+VIDEO_CODECS = ("libx264", "libsvtav1")  # encoders LeRobotWriter accepts; the first usable one is the default
 
-def pick_video_codec() -> str:
-    """AV1 (libsvtav1) like lerobot 0.4 when PyAV's ffmpeg has it, else H.264."""
+
+def pick_video_codec(codec: str | None = None) -> str:
+    """The encoder to write with: ``codec`` if given (checked), else H.264 (libx264), else AV1 (libsvtav1).
+
+    H.264 first, although lerobot 0.4 writes AV1: SVT-AV1 4.1 (the build in PyAV 18.1's wheels) is not
+    reliable when the CPU is oversubscribed, which is the normal state of a 2-core machine collecting while
+    it trains. Measured in a stress run (3 encoders beside 2 training runs on 2 cores): one of three
+    encoders hung for good inside ``svt_av1_enc_send_picture`` within 4 minutes; in two collections the
+    muxer refused one of its packets (EINVAL), and the retry then hung inside ``svt_av1_enc_deinit``; its
+    threads also starve the simulator (collection fell from ~1.5 to 0.02-0.05 episodes/s). libx264 showed
+    none of this. Both decode through PyAV (and lerobot's readers); AV1 stays available with
+    ``codec="libsvtav1"`` (``gwp collect --vcodec libsvtav1``).
+    """
     available = av.codecs_available
-    for name in ("libsvtav1", "libx264", "h264"):
+    if codec is not None:
+        if codec not in VIDEO_CODECS:
+            raise DatasetError(f"video codec {codec!r}: supported encoders are {', '.join(VIDEO_CODECS)}")
+        if codec not in available:
+            raise DatasetError(f"video codec {codec!r}: not in this PyAV build")
+        return codec
+    for name in VIDEO_CODECS:
         if name in available:
             try:
                 av.codec.Codec(name, "w")
                 return name
             except Exception:
                 continue
-    raise DatasetError(f"no usable video encoder in PyAV (looked for libsvtav1, libx264); have {sorted(available)[:20]}")
+    raise DatasetError(f"no usable video encoder in PyAV (looked for {', '.join(VIDEO_CODECS)}); "
+                       f"have {sorted(available)[:20]}")
 
 
 class VideoAppender:
@@ -48,7 +67,7 @@ class VideoAppender:
         opts = {"g": str(gop), "crf": str(crf)}
         if codec == "libsvtav1":
             opts["svtav1-params"] = "log-level=1"  # errors only
-        elif codec in ("libx264", "h264"):
+        elif codec == "libx264":
             opts.update(crf=str(min(crf, 18)), bf="0")
         self._stream.options = opts
         self.num_frames = 0
@@ -72,7 +91,7 @@ class VideoAppender:
             self._packets += 1
             try:
                 self._container.mux(p)
-            except av.FFmpegError as e:  # seen with libsvtav1 under load (EINVAL), cause not found: keep the evidence
+            except av.FFmpegError as e:  # seen with libsvtav1 under load (EINVAL): keep the evidence
                 raise VideoEncodeError(f"{self.path}: muxing packet {self._packets} (pts={p.pts}, dts={p.dts}, "
                                    f"{p.size} bytes) after {self.num_frames} frames failed: {e}") from e
 
@@ -96,12 +115,13 @@ class VideoAppender:
 
 
 def probe_video(path: Path) -> dict:
-    """Codec, size, pixel format and fps of the first video stream (for info.json's "info")."""
+    """Codec, size, pixel format and fps of the first video stream (for info.json's "info"); the codec by
+    its canonical name as lerobot writes it ("av1", "h264"), not the decoder's ("libdav1d")."""
     try:
         with av.open(str(path)) as c:
             s = c.streams.video[0]
             return {"video.height": s.codec_context.height, "video.width": s.codec_context.width,
-                    "video.codec": s.codec_context.name, "video.pix_fmt": s.codec_context.pix_fmt,
+                    "video.codec": s.codec_context.codec.canonical_name, "video.pix_fmt": s.codec_context.pix_fmt,
                     "video.is_depth_map": False, "video.fps": round(float(s.average_rate or 0)),
                     "video.channels": 3, "has_audio": len(c.streams.audio) > 0}
     except (av.FFmpegError, IndexError) as e:

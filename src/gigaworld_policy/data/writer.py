@@ -2,8 +2,9 @@
 
 The dataset is built in a hidden sibling directory (``.<name>.tmp-<pid>``) and published with one
 ``os.replace`` in :meth:`LeRobotWriter.finalize`, so an interrupted run never leaves a directory at
-``root`` that looks complete. Videos: AV1 (libsvtav1, yuv420p, GOP 2) like lerobot 0.4, H.264 when
-PyAV lacks SVT-AV1; several episodes per mp4 until ``video_files_size_in_mb``.
+``root`` that looks complete. Videos: H.264 (libx264, yuv420p, GOP 2, no B-frames) by default, AV1
+(libsvtav1, lerobot 0.4's default) on request (``codec``; why H.264 first: data/video.py
+``pick_video_codec``); several episodes per mp4 until ``video_files_size_in_mb``.
 
 Dims: n frames of an episode, d feature width, H/W image height/width.
 """
@@ -131,7 +132,7 @@ class LeRobotWriter:
         self.features.update({k: dict(v) for k, v in DEFAULT_FEATURES.items()})
         self.user_keys = [k for k in self.features if k not in DEFAULT_FEATURES]
         self.video_keys = [k for k, v in self.features.items() if v["dtype"] == "video"]
-        self.codec = (codec or pick_video_codec()) if self.video_keys else None
+        self.codec = pick_video_codec(codec) if self.video_keys else None
         self.chunks_size = int(chunks_size)
         self.data_files_size_in_mb = data_files_size_in_mb
         self.video_files_size_in_mb = video_files_size_in_mb

@@ -75,7 +75,7 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10,
 def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int = 0,
             image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
             steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
-            progress: bool = True, encode_retries: int = 1) -> dict[str, Any]:
+            progress: bool = True, encode_retries: int = 1, codec: str | None = None) -> dict[str, Any]:
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
@@ -83,7 +83,8 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
 
     Collection is deterministic in its seeds, so when the video encoder fails (VideoEncodeError: an
     encoder/muxer fault, not bad frames) the whole collection runs again, up to ``encode_retries`` times;
-    the failed attempt's files are discarded, nothing of it reaches ``out_dir``.
+    the failed attempt's files are discarded, nothing of it reaches ``out_dir``. ``codec``: the video
+    encoder (None: H.264; "libsvtav1" for AV1, see data/video.py ``pick_video_codec``).
     """
     from gigaworld_policy.data import VideoEncodeError
 
@@ -91,7 +92,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     for retry in range(encode_retries + 1):
         try:
             summary = _collect_once(env_name, tasks, episodes_per_task, out_dir, seed, image_size, cameras, max_steps,
-                                    steps_after_success, max_attempts_factor, overwrite, progress)
+                                    steps_after_success, max_attempts_factor, overwrite, progress, codec)
         except VideoEncodeError as e:
             if retry == encode_retries:
                 raise
@@ -106,7 +107,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
 
 def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int,
                   image_size: int, cameras: tuple[str, ...] | None, max_steps: int | None, steps_after_success: int,
-                  max_attempts_factor: int, overwrite: bool, progress: bool) -> dict[str, Any]:
+                  max_attempts_factor: int, overwrite: bool, progress: bool, codec: str | None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
@@ -128,7 +129,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
             env = make_env(env_name, task, image_size=image_size, cameras=cameras, max_steps=max_steps)
             if writer is None:
                 writer = LeRobotWriter(out_dir, fps=round(env.fps), robot_type=env.robot_type,
-                                       features=features_for(env), overwrite=overwrite)
+                                       features=features_for(env), overwrite=overwrite, codec=codec)
             expert: Any = None
             if env_name == "aloha":
                 from gigaworld_policy.sim.aloha_env import AlohaEEEnv
@@ -179,6 +180,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: per env)")
     parser.add_argument("--steps-after-success", type=int, default=10)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--vcodec", default=None, choices=["libx264", "libsvtav1"],
+                        help="video encoder (default libx264; libsvtav1 writes AV1 like lerobot 0.4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = collect(args.env, args.tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
                           cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
-                          steps_after_success=args.steps_after_success, overwrite=args.overwrite)
+                          steps_after_success=args.steps_after_success, overwrite=args.overwrite,
+                          codec=args.vcodec)
     except SimError as e:
         raise SystemExit(f"gwp collect: {e}") from None
     print(json.dumps(summary, indent=2))
