@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gigaworld_policy.bench.latency import run_latency
+from gigaworld_policy.bench.latency import matmul_floor, run_latency
 from gigaworld_policy.cli import main as gwp
 from gigaworld_policy.config import get_preset
 from gigaworld_policy.model.layout import token_passes
@@ -23,6 +23,30 @@ def test_cli_json_line_has_the_documented_fields(capsys) -> None:
     cached = token_passes(10, n_ctx, n_a, n_f, cached=True, with_video=False)
     assert r["ideal_speedup"] == pytest.approx(joint / cached, rel=1e-3)
     assert r["speedup"] == pytest.approx(r["joint_ms"] / r["action_only_cached_ms"], rel=1e-2)
+    assert r["floor_speedup"] == pytest.approx(r["floor_joint_ms"] / r["floor_cached_ms"], rel=1e-2)
+
+
+def test_matmul_floor_does_the_token_count_work() -> None:
+    """The floor's FLOPs are the blocks' token-wise GEMMs at exactly the token passes of each path, so the
+    joint/cached FLOP ratio is the ideal speedup (only the time ratio may fall short of it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gigaworld_policy.model import WorldActionModel
+
+    model = WorldActionModel(get_preset("tiny")).eval()
+    m = model.cfg
+    n_ctx, n_a, n_f = 1 + m.num_reference_tokens, m.action_horizon, m.num_future_tokens
+    fns = matmul_floor(model, 10, n_ctx, n_a, n_f)
+    per_token = 2 * sum(blk.get_submodule(n).weight.numel() for blk in model.blocks for n in (
+        "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_out.0",
+        "ffn.net.0.proj", "ffn.net.2"))
+    flops = {}
+    for name, fn in fns.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
+    assert flops["floor_joint"] == per_token * token_passes(10, n_ctx, n_a, n_f, cached=False, with_video=True)
+    assert flops["floor_cached"] == per_token * token_passes(10, n_ctx, n_a, n_f, cached=True, with_video=False)
 
 
 @pytest.mark.parametrize("preset", ["wan2.2-5b", "wan2.2-5b-mot"])
@@ -32,6 +56,7 @@ def test_runs_at_the_5b_layout_with_a_wan_vae(preset: str, wan_shaped_config, na
     # 64x64 frame -> 4x4 latents -> 2x2 patches: 4 tokens per latent frame; 4 future frames -> 1 latent frame
     assert r["tokens"] == {"context": 5, "action": 4, "future": 4}
     assert r["video_tokenizer"] == "wan2.2-vae" and r["encode_ms"] > 0
+    assert ("floor_speedup" in r) == (preset == "wan2.2-5b")  # no floor for two weight sets per layer (MoT)
 
 
 @pytest.mark.slow

@@ -6,7 +6,10 @@ All three run the same model at the same number of denoising steps:
   action_only    ``predict_actions(use_cache=False)``: no F tokens, S/R/A recomputed every step;
   cached         ``predict_actions(use_cache=True)``: S/R and text keys/values once, then A tokens only.
 ``ideal_speedup`` is joint over cached counted in token passes (layout.token_passes): what an
-implementation whose cost were exactly proportional to tokens would get.
+implementation whose cost were exactly proportional to tokens would get. ``floor_*`` times only the
+transformer blocks' token-wise matmuls of each path (:func:`matmul_floor`, the model's own weights): what
+an implementation with no cost besides those GEMMs would get on this machine, so ``floor_speedup`` is the
+reachable counterpart of ``ideal_speedup``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,46 @@ def paper_geometry(cfg: Config) -> Config:
     model = dataclasses.replace(cfg.model, image_height=12 * p, image_width=10 * p, num_future_frames=1,
                                 action_horizon=48, patch_size=(1, p, p))
     return dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, future_offsets=(48,)))
+
+
+# the blocks' linears that act on sequence tokens (diffusers WanTransformerBlock names), Q/K/V fused into one
+# GEMM as under compile; attn2.to_k/to_v act on the text, which both paths project once per chunk
+_TOKEN_LINEARS = (("attn1.to_q", "attn1.to_k", "attn1.to_v"), ("attn1.to_out.0",), ("attn2.to_q",),
+                  ("attn2.to_out.0",), ("ffn.net.0.proj",), ("ffn.net.2",))
+
+
+def matmul_floor(model: WorldActionModel, steps: int, n_ctx: int, n_a: int, n_f: int
+                 ) -> dict[str, Callable[[], object]] | None:
+    """Two callables that run only the token-wise matmuls of joint decoding (every step: all
+    ``n_ctx + n_a + n_f`` tokens through every block) and of cached action-only decoding (the context once,
+    then ``n_a`` tokens per step): 6 GEMMs per block (Q/K/V fused) with the model's weights; attention,
+    norms, modulation and elementwise work are left out, so an implementation of this layer structure
+    cannot beat it. None for Mixture-of-Transformers models (two weight sets per layer)."""
+    if model.is_mot:
+        return None
+    import torch.nn.functional as F
+
+    gemms = []  # (weight [out, in], bias [out])
+    for blk in model.blocks:
+        for names in _TOKEN_LINEARS:
+            mods = [blk.get_submodule(n) for n in names]
+            gemms.append((torch.cat([m.weight.detach() for m in mods]), torch.cat([m.bias.detach() for m in mods])))
+    ref = gemms[0][0]
+    inputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def run(rows: int, times: int) -> None:
+        for _ in range(times):
+            for w, b in gemms:
+                key = (rows, w.shape[1])
+                if key not in inputs:
+                    inputs[key] = torch.randn(1, rows, w.shape[1], device=ref.device, dtype=ref.dtype)
+                F.linear(inputs[key], w, b)
+
+    def cached() -> None:
+        run(n_ctx, 1)
+        run(n_a, steps)
+
+    return {"floor_joint": lambda: run(n_ctx + n_a + n_f, steps), "floor_cached": cached}
 
 
 def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
@@ -87,6 +130,8 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "action_only_cached": lambda: model.predict_actions(obs, num_steps=steps, use_cache=True),
         "encode": lambda: model.encode_video(obs["image"][:, None]),  # part of every path above
     }
+    floor = matmul_floor(model, steps, n_ctx, n_a, n_f)
+    runs.update(floor or {})
     compile_s = None
     if compile:  # the cached path and joint decoding, each compiled (weights frozen into the graph)
         compiled = WorldActionModel(cfg, video_tokenizer=video_tokenizer).to(device=dev, dtype=dtype).eval()
@@ -126,7 +171,11 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
         "speedup_uncached_over_cached": round(med["action_only"] / med["action_only_cached"], 3),
         "ideal_speedup": round(ideal, 3), "fraction_of_ideal": round(speedup / ideal, 3),
         "repeats": repeats, "torch_threads": torch.get_num_threads(),
-    } | ({} if not compile else {
+    } | ({} if floor is None else {
+        "floor_joint_ms": round(med["floor_joint"], 3), "floor_cached_ms": round(med["floor_cached"], 3),
+        "floor_speedup": round(med["floor_joint"] / med["floor_cached"], 3),
+        "floor_fraction_of_ideal": round(med["floor_joint"] / med["floor_cached"] / ideal, 3),
+    }) | ({} if not compile else {
         "action_only_cached_compiled_ms": round(med["action_only_cached_compiled"], 3),
         "compile_s": round(compile_s, 1),
         "joint_compiled_ms": round(med["joint_compiled"], 3),
@@ -177,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * r['fraction_of_ideal']:.0f}% of ideal); uncached/cached = {r['speedup_uncached_over_cached']:.2f}x")
     print(f"{'(of which: encode the frame)':28s} {r['encode_ms']:10.2f} {r['p90_ms']['encode']:10.2f}   "
           f"tokenizer {r['video_tokenizer']}")
+    if "floor_speedup" in r:
+        print(f"matmul floor (the blocks' token-wise GEMMs only): joint {r['floor_joint_ms']:.2f} ms, cached "
+              f"{r['floor_cached_ms']:.2f} ms = {r['floor_speedup']:.2f}x ({100 * r['floor_fraction_of_ideal']:.0f}% "
+              f"of ideal): the most this layer structure gets here")
     if "speedup_compiled" in r:
         print(f"compiled: joint/cached = {r['speedup_compiled']:.2f}x "
               f"({100 * r['speedup_compiled'] / r['ideal_speedup']:.0f}% of ideal); cached compile "
@@ -184,4 +237,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["paper_geometry", "run_latency"]
+__all__ = ["matmul_floor", "paper_geometry", "run_latency"]
