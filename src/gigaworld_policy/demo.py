@@ -35,6 +35,7 @@ class DemoSettings:
     eval_max_steps: int | None = None  # episode length limit in evaluation (None: the task's)
     replan_every: int = 8
     image_size: int = 64
+    cameras: tuple[str, ...] = ("corner2",)  # Meta-World cameras, collected and evaluated (sim/metaworld_env.py)
     seed: int = 0
     overrides: tuple[str, ...] = ()
     latency_repeats: int = 10
@@ -72,7 +73,7 @@ def run_demo(s: DemoSettings) -> Path:
         from gigaworld_policy.sim.collect import collect
 
         return collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
-                       overwrite=True)
+                       cameras=s.cameras, overwrite=True)
 
     def train_stage() -> dict[str, Any]:
         from gigaworld_policy.train import train
@@ -89,7 +90,7 @@ def run_demo(s: DemoSettings) -> Path:
         policy = Policy.from_checkpoint(run_dir)
         return evaluate(policy, "metaworld", list(s.tasks), s.eval_episodes, seed=s.seed,
                         replan_every=s.replan_every, out_dir=s.out / "eval", image_size=s.image_size,
-                        max_steps=s.eval_max_steps, video=True, extra={"policy": f"{s.preset} (EMA)"})
+                        cameras=s.cameras, max_steps=s.eval_max_steps, video=True, extra={"policy": f"{s.preset} (EMA)"})
 
     def latency_stage() -> dict[str, Any]:
         from gigaworld_policy.bench.latency import run_latency
@@ -215,7 +216,8 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
                  latency: dict[str, Any], imagined: dict[str, Any]) -> Path:
     curve = _loss_curve(s.out / "run", s.out / "loss_curves.png")
     lines = ["# GigaWorld-Policy demo report", "",
-             f"Preset `{s.preset}`, Meta-World tasks {', '.join(s.tasks)}; {s.episodes} expert demos per task, "
+             f"Preset `{s.preset}`, Meta-World tasks {', '.join(s.tasks)}, cameras {', '.join(s.cameras)} at "
+             f"{s.image_size}x{s.image_size}; {s.episodes} expert demos per task, "
              f"{s.eval_episodes} evaluation episodes per task on fresh seeds.", "",
              "## Data", "",
              f"- {collected.get('episodes')} successful expert episodes kept, {collected.get('failed')} failed "
@@ -275,6 +277,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-max-steps", type=int, default=None)
     p.add_argument("--replan-every", type=int, default=d.replan_every)
     p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--cameras", default=",".join(d.cameras),
+                   help="comma-separated Meta-World cameras (corner, corner2, corner3, corner4, topview, gripper, ...)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--latency-repeats", type=int, default=d.latency_repeats)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
@@ -284,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
     s = DemoSettings(out=args.out, preset=args.preset, tasks=tuple(t for t in args.tasks.split(",") if t),
                      episodes=args.episodes, train_minutes=args.train_minutes, max_steps=args.max_steps,
                      eval_episodes=args.eval_episodes, eval_max_steps=args.eval_max_steps,
-                     replan_every=args.replan_every, image_size=args.image_size, seed=args.seed,
+                     replan_every=args.replan_every, image_size=args.image_size,
+                     cameras=tuple(c for c in args.cameras.split(",") if c), seed=args.seed,
                      overrides=tuple(args.overrides), latency_repeats=args.latency_repeats)
     run_demo(s)
     return 0

@@ -15,16 +15,20 @@ from gigaworld_policy.demo import DemoSettings, run_demo
 def test_demo_pipeline_writes_every_artifact(tmp_path: Path) -> None:
     s = DemoSettings(out=tmp_path / "demo", preset="tiny", tasks=("reach-v3",), episodes=2, train_minutes=1.0,
                      max_steps=20, eval_episodes=1, eval_max_steps=40, image_size=32, latency_repeats=2,
+                     cameras=("corner",),  # not the default: collection, training and evaluation all follow it
                      overrides=("train.batch_size=4", "train.save_every=10", "train.warmup_steps=2"))
     report = run_demo(s)
     assert report.exists()
     text = report.read_text()
-    for section in ("Closed-loop success", "Latency per action chunk", "Imagined vs real future", "| reach-v3 |"):
+    for section in ("Closed-loop success", "Latency per action chunk", "Imagined vs real future", "| reach-v3 |",
+                    "cameras corner at 32x32"):
         assert section in text, section
     stages = {p.stem for p in (s.out / "stages").glob("*.json")}
     assert stages == {"collect", "train", "evaluate", "latency", "imagine"}
     ev = json.loads((s.out / "eval" / "report.json").read_text())
     assert set(ev["success"]) == {"reach-v3"} and 0.0 <= ev["mean_success"] <= 1.0
+    info = json.loads((s.out / "data" / "meta" / "info.json").read_text())
+    assert [k for k in info["features"] if k.startswith("observation.images.")] == ["observation.images.corner"]
     videos = list((s.out / "eval" / "videos").glob("*.mp4"))
     assert videos and all(v.stat().st_size > 0 for v in videos)
     lat = json.loads((s.out / "stages" / "latency.json").read_text())
