@@ -106,7 +106,7 @@ def test_video_codecs_round_trip(tmp_path: Path, codec: str | None, name: str) -
     for i, (ep, f) in enumerate([(0, k) for k in range(6)] + [(1, k) for k in range(4)]):
         err = np.abs(ds[i]["observation.images.cam_high"].astype(float) - image_value(ep, f, 0)).mean()
         assert err < MEAN_ABS_TOL, (codec, i, err)
-    with pytest.raises(DatasetError, match="video codec 'mpeg2video'.*libx264, libsvtav1"):
+    with pytest.raises(DatasetError, match=r"video codec 'mpeg2video'.*libx264, libsvtav1"):
         write_dataset(tmp_path / "bad", lengths=(2,), cameras=("cam_high",), codec="mpeg2video")
 
 

@@ -24,12 +24,12 @@ def pick_video_codec(codec: str | None = None) -> str:
 
     H.264 first, although lerobot 0.4 writes AV1: SVT-AV1 4.1 (the build in PyAV 18.1's wheels) is not
     reliable when the CPU is oversubscribed, which is the normal state of a 2-core machine collecting while
-    it trains. Measured in a stress run (3 encoders beside 2 training runs on 2 cores): one of three
-    encoders hung for good inside ``svt_av1_enc_send_picture`` within 4 minutes; in two collections the
-    muxer refused one of its packets (EINVAL), and the retry then hung inside ``svt_av1_enc_deinit``; its
-    threads also starve the simulator (collection fell from ~1.5 to 0.02-0.05 episodes/s). libx264 showed
-    none of this. Both decode through PyAV (and lerobot's readers); AV1 stays available with
-    ``codec="libsvtav1"`` (``gwp collect --vcodec libsvtav1``).
+    it trains. In a stress run (3 encoder processes beside a training run and a collection, 2 cores) one of
+    three encoders hung for good inside ``svt_av1_enc_send_picture`` within 4 minutes, and the collection
+    fell from ~1.5 to 0.02-0.05 episodes/s; three collections beside training so far had the muxer refuse an
+    SVT packet (EINVAL), and the last one's retry hung inside ``svt_av1_enc_deinit``. libx264 showed none of
+    this (docs/benchmarks.md, "Video encoder"). Both decode through PyAV (and lerobot's readers); AV1 stays
+    available with ``codec="libsvtav1"`` (``gwp collect --vcodec libsvtav1``).
     """
     available = av.codecs_available
     if codec is not None:
