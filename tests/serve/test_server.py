@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -205,7 +206,7 @@ def test_timeout_reply_and_server_keeps_serving(policy: Policy) -> None:
             assert c.infer(make_obs(0), num_steps=1)["actions"].shape[1] == 14
 
 
-def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy) -> None:
+def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy, tmp_path: Path) -> None:
     """`gwp serve` in its own process: health, metadata, same actions as in-process, clean shutdown."""
     import socket
     import subprocess
@@ -214,12 +215,13 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe nobody reads: a full pipe would block the server
     proc = subprocess.Popen([sys.executable, "-m", "gigaworld_policy.cli", "serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
         while not health("127.0.0.1", port, timeout=1.0):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "gwp serve did not become healthy"
             time.sleep(0.1)
         with PolicyClient("127.0.0.1", port) as c:
@@ -230,3 +232,4 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
