@@ -198,6 +198,44 @@ def test_padded_future_frames_are_excluded_from_the_video_loss() -> None:
     assert float(g[0, :-per_frame].amax(dim=-1).min()) > 0.0 and float(g[1].amax(dim=-1).min()) > 0.0
 
 
+def cached(batch: dict, latents: torch.Tensor) -> dict:
+    """``batch`` as the latent cache delivers it: ``latents`` instead of the pixel keys."""
+    return {k: v for k, v in batch.items() if k not in ("image", "future_frames")} | {"latents": latents}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cached_latents_give_the_pixel_loss(mode: str) -> None:
+    """A batch carrying the tokenizer's latents of its frames (the offline cache: reference frame only for
+    no_video) trains exactly like the pixel batch, and the latents are what the loss reads."""
+    model = make(mode).train()
+    batch = model.example_batch(3, generator=gen(21))
+    frames = batch["image"][:, None]
+    if mode != "no_video":
+        frames = torch.cat([frames, batch["future_frames"]], dim=1)
+    latents = model.encode_video(frames).contiguous()  # [b, 3, 1 + f_lat, h, w]
+    assert latents.shape[2] == 1 + model.cfg.future_latent_frames
+    want = model.compute_loss(batch, generator=gen(22))
+    got = model.compute_loss(cached(batch, latents), generator=gen(22))
+    assert all(torch.allclose(want[k], got[k]) for k in want)
+    other = model.compute_loss(cached(batch, latents.flip(0)), generator=gen(22))
+    assert not torch.allclose(want["action_loss"], other["action_loss"])  # the reference latents are read
+    if mode != "no_video":
+        assert not torch.allclose(want["video_loss"], other["video_loss"])
+
+
+def test_bad_or_missing_latents_are_refused_naming_the_key() -> None:
+    model = make()
+    batch = model.example_batch(2, generator=gen(23))
+    lat = model.encode_video(torch.cat([batch["image"][:, None], batch["future_frames"]], dim=1))
+    with pytest.raises(BatchError, match=r"'latents': expected shape \[b=2, C=3, n_lat=3, h_lat=32, w_lat=32\], "
+                                         r"got \[2, 3, 2, 32, 32\]"):
+        model.compute_loss(cached(batch, lat[:, :, :2]))
+    with pytest.raises(BatchError, match=r"'latents': expected dtype torch.float32"):
+        model.compute_loss(cached(batch, lat.double()))
+    with pytest.raises(BatchError, match=r"missing key 'image'.*or cached 'latents' instead"):
+        model.compute_loss({k: v for k, v in batch.items() if k != "image"})
+
+
 def test_world_model_objective_has_no_action_loss() -> None:
     model = make("action_centered", world_model_prob=1.0)
     out = model.compute_loss(model.example_batch(2, generator=gen(19)), generator=gen(20))

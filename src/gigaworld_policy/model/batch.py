@@ -2,7 +2,8 @@
 
 Legend: b batch, t action steps (action_horizon), a padded action dims, s padded state dims,
 f future pixel frames, c image channels (3), h/w composed frame height/width, l text tokens,
-e text width (text_dim).
+e text width (text_dim); C latent channels, n_lat = 1 + future latent frames (1 for no_video),
+h_lat/w_lat latent height/width (``ModelConfig.latent_hw``).
 
 Observation (``predict_actions`` / ``generate``) — everything already normalized by the data
 pipeline or the Policy (robot units never reach the model):
@@ -20,6 +21,12 @@ Training batch (``compute_loss``) = observation plus:
   action_dim_mask  bool    [b, a]           True for the robot's real action dims (padding excluded)
   future_frames    float32 [b, f, c, h, w]  future frames in [-1, 1] (absent for attention_mode=no_video)
   future_is_pad    bool    [b, f]           True for frames past the episode end (excluded from the loss)
+  latents          float32 [b, C, n_lat, h_lat, w_lat]  optional: the tokenizer's latents of image + future
+                                            frames (reference latent frame first, as ``encode_video``
+                                            returns them; only the reference for no_video), e.g. from the
+                                            offline cache (data/latent_cache.py). When present the loss uses
+                                            them and ``image``/``future_frames`` are not required (checked
+                                            if present, never encoded).
 
 ``action_is_pad``, ``action_dim_mask`` and ``future_is_pad`` are optional (default: nothing padded).
 """
@@ -51,6 +58,8 @@ def _dims(cfg: ModelConfig) -> dict[str, int]:
     return {
         "t": cfg.action_horizon, "a": cfg.action_dim, "s": cfg.state_dim, "f": cfg.num_future_frames,
         "c": 3, "h": cfg.image_height, "w": cfg.image_width, "e": cfg.text_dim,
+        "C": cfg.latent_channels, "n_lat": 1 + cfg.future_latent_frames, "h_lat": cfg.latent_hw[0],
+        "w_lat": cfg.latent_hw[1],
     }
 
 
@@ -64,6 +73,7 @@ OBSERVATION_SPEC: dict[str, KeySpec] = {
 TRAIN_SPEC: dict[str, KeySpec] = {
     "actions": KeySpec(("b", "t", "a"), torch.float32, finite=True),
     "future_frames": KeySpec(("b", "f", "c", "h", "w"), torch.float32, finite=True, value_range=(-1.0, 1.0)),
+    "latents": KeySpec(("b", "C", "n_lat", "h_lat", "w_lat"), torch.float32, finite=True),
 }
 OPTIONAL_SPEC: dict[str, KeySpec] = {
     "action_is_pad": KeySpec(("b", "t"), torch.bool),
@@ -100,13 +110,21 @@ def validate(batch: Batch, cfg: ModelConfig, *, training: bool) -> int:
         raise BatchError(f"expected a dict of tensors, got {type(batch).__name__}")
     dims = _dims(cfg)
     specs = dict(OBSERVATION_SPEC)
+    video = cfg.attention_mode != "no_video"
     if training:
         specs["actions"] = TRAIN_SPEC["actions"]
-        if cfg.attention_mode != "no_video":
+        if "latents" in batch:  # cached latents stand in for the pixels; pixels given anyway are still checked
+            specs["latents"] = TRAIN_SPEC["latents"]
+            if "image" not in batch:
+                del specs["image"]
+            if video and "future_frames" in batch:
+                specs["future_frames"] = TRAIN_SPEC["future_frames"]
+        elif video:
             specs["future_frames"] = TRAIN_SPEC["future_frames"]
     for name, spec in specs.items():
         if name not in batch:
-            raise BatchError(f"missing key {name!r} (expected shape {list(spec.shape)}, dtype {spec.dtype}); "
+            alt = "; or cached 'latents' instead" if training and name in ("image", "future_frames") else ""
+            raise BatchError(f"missing key {name!r} (expected shape {list(spec.shape)}, dtype {spec.dtype}{alt}); "
                              f"keys present: {sorted(batch)}")
     b = int(batch["state"].shape[0]) if isinstance(batch["state"], torch.Tensor) and batch["state"].ndim else -1
     dims["b"] = b

@@ -101,10 +101,9 @@ class WorldActionModel(WorldActionTransformer):
         action_valid &= ~world_model[:, None, None]
 
         noisy_future = future_sigma = future_target = future_valid = None
+        latents = self._loss_latents(batch)  # [b, c, 1 + f_lat, h, w]
+        ref_latents, future_latents = latents[:, :, :1], latents[:, :, 1:]
         if self.has_video:
-            frames = torch.cat([batch["image"][:, None], batch["future_frames"]], dim=1)
-            latents = self.encode_video(frames)  # [b, c, 1 + f_lat, h, w]
-            ref_latents, future_latents = latents[:, :, :1], latents[:, :, 1:]
             video_noise = randn_like(future_latents)
             if fc.shared_sigma:  # GWP-0: one noise level for actions and video
                 future_sigma = torch.where(world_model, flow.sample_sigma(b, fc.action_shift, generator=generator,
@@ -116,8 +115,6 @@ class WorldActionModel(WorldActionTransformer):
             if "future_is_pad" in batch:  # the reference frame is never in the loss: only F is predicted
                 lat_pad = self.video_tokenizer.latent_frame_is_pad(batch["future_is_pad"])
                 future_valid = ~lat_pad[:, None, :, None, None]
-        else:
-            ref_latents = self.encode_video(batch["image"][:, None])
 
         ctx = self.encode_context(state=batch["state"], reference_latents=ref_latents, text=batch["text"],
                                   text_mask=batch["text_mask"], embodiment_id=batch["embodiment_id"], use_cache=False)
@@ -130,6 +127,18 @@ class WorldActionModel(WorldActionTransformer):
         loss = fc.action_loss_weight * action_loss + fc.video_loss_weight * video_loss
         return {"loss": loss, "action_loss": action_loss.detach(), "video_loss": video_loss.detach(),
                 "world_model_fraction": world_model.float().mean()}
+
+    def _loss_latents(self, batch: Batch) -> torch.Tensor:
+        """[b, c, 1 + f_lat, h, w]: the reference latent frame, then the future ones (none for no_video).
+
+        Cached ``latents`` (data/latent_cache.py) when the batch has them, else the frozen tokenizer's
+        encoding of ``image`` (+ ``future_frames``): the same tensor, without running the VAE every step."""
+        if "latents" in batch:
+            return batch["latents"]
+        frames = batch["image"][:, None]
+        if self.has_video:
+            frames = torch.cat([frames, batch["future_frames"]], dim=1)
+        return self.encode_video(frames)
 
     # -- inference -----------------------------------------------------------------------------------
     def _noise(self, shape: tuple[int, ...], noise: torch.Tensor | None, ref: torch.Tensor, what: str) -> torch.Tensor:
