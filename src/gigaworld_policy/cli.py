@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("gigaworld_policy.sim.evaluate", "closed-loop evaluation of a policy in simulation"),
     "stats": ("gigaworld_policy.data.stats", "normalization statistics of LeRobot datasets"),
     "encode-text": ("gigaworld_policy.data.text_cache", "precompute prompt embeddings for a dataset"),
+    "cache-latents": ("gigaworld_policy.data.latent_cache", "precompute training video latents for a dataset"),
     "train": ("gigaworld_policy.train.cli", "train or fine-tune a policy"),
     "serve": ("gigaworld_policy.serve.server", "WebSocket policy server"),
     "replay": ("gigaworld_policy.serve.replay", "open-loop evaluation against a recorded episode"),

@@ -16,17 +16,16 @@ from safetensors.torch import load_file, save_file
 
 from gigaworld_policy.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from gigaworld_policy.config import Config, DataConfig, ModelConfig
+from gigaworld_policy.data.latent_cache import LatentCache, LatentCacheError, write_latent_cache
 from gigaworld_policy.model import WorldActionModel
 from gigaworld_policy.model.wan import (
     WEIGHTS_INDEX_NAME,
     WEIGHTS_NAME,
-    LatentCache,
     WanLoadError,
     WanVAETokenizer,
     build_wan_model,
     load_wan_transformer,
     wan_transformer_config,
-    write_latent_cache,
 )
 
 diffusers = pytest.importorskip("diffusers")
@@ -322,14 +321,15 @@ def test_vae_tokenizer_round_trip_shapes_and_normalization(vae_dir: Path) -> Non
 
 
 class _FakeWindows:
-    """Dataset stand-in: 2 episodes x 3 anchor frames, windows of 1 + 4 frames."""
+    """Dataset stand-in: episodes of 3 anchor frames (10, 11, 12), windows of 1 + 4 frames (default: 2 episodes
+    of random 32x32 frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, frames: torch.Tensor | None = None) -> None:  # [samples, 5, 3, H, W]
         g = torch.Generator().manual_seed(3)
-        self.frames = torch.rand(6, 5, 3, 32, 32, generator=g) * 2 - 1
+        self.frames = torch.rand(6, 5, 3, 32, 32, generator=g) * 2 - 1 if frames is None else frames
 
     def __len__(self) -> int:
-        return 6
+        return len(self.frames)
 
     def locate(self, i: int) -> tuple[int, int, int]:
         return 0, i // 3, 10 + i % 3
@@ -347,10 +347,28 @@ def test_latent_cache_write_read(vae_dir: Path, tmp_path: Path) -> None:
     cache = LatentCache(root, expect_shape=[Z, 2, 2, 2])
     want = tok.encode(ds.frames[4:5])[0]
     assert torch.allclose(cache.get(0, 1, 11), want, atol=1e-5)
-    with pytest.raises(KeyError, match="frame 13"):
+    with pytest.raises(LatentCacheError, match=r"episode_000001\.safetensors: episode 1 has no cached frame 13"):
         cache.get(0, 1, 13)
-    with pytest.raises(WanLoadError, match="stale"):
+    with pytest.raises(LatentCacheError, match="stale"):
         LatentCache(root, expect_shape=[Z, 1, 2, 2])
+
+
+def test_loss_on_cached_wan_latents_equals_the_pixel_loss(wan_shaped_config, narrow_wan_vae, tmp_path: Path) -> None:
+    """wan2.2-5b layout: latents written by the cache and read back give the loss that encodes the pixels."""
+    cfg = wan_shaped_config("wan2.2-5b")
+    model = WorldActionModel(cfg, video_tokenizer=narrow_wan_vae).train()
+    batch = model.example_batch(2, generator=torch.Generator().manual_seed(4))
+    windows = _FakeWindows(torch.cat([batch["image"][:, None], batch["future_frames"]], dim=1))
+    root = write_latent_cache(windows, narrow_wan_vae, tmp_path / "cache", batch_size=1, dtype=torch.float32)
+    m = cfg.model
+    cache = LatentCache(root, expect_shape=[m.latent_channels, 1 + m.future_latent_frames, *m.latent_hw])
+    latents = torch.stack([cache.get(0, 0, 10), cache.get(0, 0, 11)])  # [2, 48, 2, 4, 4]
+    pixels_free = {k: v for k, v in batch.items() if k not in ("image", "future_frames")}
+    want = model.compute_loss(batch, torch.Generator().manual_seed(5))
+    got = model.compute_loss(pixels_free | {"latents": latents}, torch.Generator().manual_seed(5))
+    assert all(torch.allclose(want[k], got[k], rtol=1e-4, atol=1e-6) for k in want), (want, got)
+    other = model.compute_loss(pixels_free | {"latents": latents.flip(0)}, torch.Generator().manual_seed(5))
+    assert not torch.allclose(want["video_loss"], other["video_loss"], rtol=1e-4)
 
 
 def test_umt5_text_encoder_from_a_local_folder(tmp_path: Path) -> None:

@@ -13,6 +13,10 @@ Per sample (the unbatched version of model/batch.py):
   action_dim_mask bool    [a]           True on the robot's real action dims
   text            float32 [l, e]        cached prompt embeddings of the frame's task; text_mask bool [l]
   embodiment_id   int64   []            from the embodiment registry
+With a latent cache (``DataSource.latent_cache``, data/latent_cache.py) ``image``/``future_frames`` are
+replaced by
+  latents         float32 [C, 1 + f_lat, h_lat, w_lat]  the tokenizer's latents of the same frames, read
+                                        from the cache (no frame is decoded); ``future_is_pad`` as above
 :func:`collate` pads text to the longest prompt in the batch and stacks the rest.
 
 Mixtures: several datasets, each with its own statistics, embodiment and weight;
@@ -34,6 +38,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from gigaworld_policy.config import Config
 from gigaworld_policy.data.embodiments import Embodiment, check_num_embodiments, get_embodiment
+from gigaworld_policy.data.latent_cache import LatentCache
 from gigaworld_policy.data.lerobot import LeRobotDataset
 from gigaworld_policy.data.normalize import Normalizer, pad_last
 from gigaworld_policy.data.stats import ACTION_KEY, STATE_KEY, check_dataset_embodiment, load_or_compute_stats
@@ -50,6 +55,8 @@ class DataSource:
     weight: float = 1.0
     stats_path: str | Path | None = None  # default: <root>/meta/gwp_norm_stats-h<T>.json, else computed
     robot_type: str | None = None  # default: meta/info.json robot_type
+    # gwp cache-latents output for this dataset and config: samples carry ``latents`` instead of pixels
+    latent_cache: str | Path | None = None
 
 
 @dataclass
@@ -60,6 +67,7 @@ class _Source:
     normalizer: Normalizer
     cameras: list[str]  # names without the observation.images. prefix, tiling order
     text: dict[str, torch.Tensor]  # task -> [l, e]
+    latents: LatentCache | None = None  # per process: DataLoader workers get their own copy
 
 
 class WindowedDataset(Dataset):
@@ -70,15 +78,26 @@ class WindowedDataset(Dataset):
         self.cfg, self.train = cfg, train
         self.with_video = cfg.model.attention_mode != "no_video"
         encoder = text_encoder
+        specs = [s if isinstance(s, DataSource) else DataSource(s) for s in sources]
+        cached = [s.latent_cache is not None for s in specs]
+        if any(cached) and not all(cached):  # a batch drawn across sources would mix latents and pixels
+            raise ValueError("latent_cache: given for sources "
+                             f"{[str(s.root) for s in specs if s.latent_cache is not None]} but not for "
+                             f"{[str(s.root) for s in specs if s.latent_cache is None]}: give one for every source")
         self.sources: list[_Source] = []
-        for spec in sources:
-            spec = spec if isinstance(spec, DataSource) else DataSource(spec)
+        for spec in specs:
             if spec.weight <= 0:
                 raise ValueError(f"{spec.root}: mixture weight must be > 0, got {spec.weight}")
             if encoder is None:
                 encoder = build_text_encoder(cfg.data.text_encoder, max_tokens=cfg.model.max_text_tokens,
                                              dim=cfg.model.text_dim)
+            if spec.latent_cache is not None and self.augments:
+                raise ValueError(f"{spec.root}: latent_cache={spec.latent_cache} needs data.augment=false for "
+                                 "training: cached latents come from the deterministic crop, random crops and colour "
+                                 "jitter cannot be cached (pass --set data.augment=false)")
             self.sources.append(self._open_source(spec, encoder, cache_bytes))
+            if spec.latent_cache is not None:
+                self.sources[-1].latents = self._open_latent_cache(len(self.sources) - 1, spec.latent_cache)
         self._starts = np.cumsum([0] + [len(s.ds) for s in self.sources])
 
     def _open_source(self, spec: DataSource, encoder: TextEncoder, cache_bytes: int) -> _Source:
@@ -101,6 +120,28 @@ class WindowedDataset(Dataset):
         embs = cache.get_many(tasks, encoder) if tasks else []
         text = {t: e[: cfg.model.max_text_tokens].float() for t, e in zip(tasks, embs)}
         return _Source(ds, spec.weight, emb, Normalizer(stats, cfg.data.normalization), cameras, text)
+
+    @property
+    def augments(self) -> bool:
+        """Whether samples carry random augmentation (then they cannot come from a latent cache)."""
+        return self.train and self.cfg.data.augment
+
+    def window_spec(self, source: int) -> dict[str, Any]:
+        """Everything besides (episode, frame) that decides a sample's frames, hence its cached latents
+        (recorded by write_latent_cache, compared when a cache is opened)."""
+        src, cfg = self.sources[source], self.cfg
+        return {"dataset_frames": len(src.ds), "dataset_episodes": src.ds.num_episodes, "cameras": list(src.cameras),
+                "view_layout": cfg.data.view_layout, "crop_scale": cfg.data.crop_scale,
+                "image_size": [cfg.model.image_height, cfg.model.image_width],
+                "future_offsets": list(cfg.data.future_offsets) if self.with_video else [],
+                "video_tokenizer": cfg.model.video_tokenizer}
+
+    def _open_latent_cache(self, source: int, path: str | Path) -> LatentCache:
+        """Source ``source``'s cache: one dataset (cache source 0), this window, every episode."""
+        m, ds = self.cfg.model, self.sources[source].ds
+        cache = LatentCache(path, expect_shape=[m.latent_channels, 1 + m.future_latent_frames, *m.latent_hw])
+        cache.check_dataset(self.window_spec(source), ds.episode_indices, where=str(ds.root))
+        return cache
 
     # -- indexing / sampling --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -142,12 +183,16 @@ class WindowedDataset(Dataset):
         }
         offsets = np.asarray(self.cfg.data.future_offsets if self.with_video else (), dtype=np.int64)
         fut = f + offsets
-        frames = np.concatenate([[f], np.minimum(fut, n - 1)]).astype(np.int64)
-        views = compose_views_sequence(self._images(src, ep, frames), self.cfg, cameras=src.cameras,
-                                       train=self.train)
-        out["image"] = views[0]
+        if src.latents is not None:
+            out["latents"] = src.latents.get(0, ep, f)  # a cache holds one dataset, as its source 0
+        else:
+            frames = np.concatenate([[f], np.minimum(fut, n - 1)]).astype(np.int64)
+            views = compose_views_sequence(self._images(src, ep, frames), self.cfg, cameras=src.cameras,
+                                           train=self.train)
+            out["image"] = views[0]
+            if self.with_video:
+                out["future_frames"] = views[1:]
         if self.with_video:
-            out["future_frames"] = views[1:]
             out["future_is_pad"] = torch.from_numpy(fut >= n)
         task = ds.task_of(ep, f)
         if task not in src.text:

@@ -15,8 +15,7 @@ action-expert width, Fd/Fa dense/expert FFN width.
   normalized with the VAE config's ``latents_mean``/``latents_std`` (as Wan's pipelines do);
   :func:`wan_vae_tokenizer` loads it for a config, or builds the Wan 2.2 architecture with random weights
   for benchmarks and smoke runs of the 5B presets (no checkpoint on the machine).
-- Offline latent cache (:func:`write_latent_cache`, :class:`LatentCache`): encode every window a dataset's
-  samples need once, store safetensors per episode.
+- The offline latent cache that spares training the VAE encoder lives in ``data/latent_cache.py``.
 
 Equivalence with diffusers (same checkpoint, same inputs, per-token timesteps) is tested in
 tests/model/test_wan.py through :meth:`WorldActionTransformer.forward_video`.
@@ -27,7 +26,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,6 @@ from typing import Any
 import torch
 from einops import rearrange
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from gigaworld_policy.checkpoint import CheckpointError
@@ -491,102 +488,3 @@ def video_tokenizer_for(cfg: ModelConfig, vae: str | Path | None, *, device: tor
         raise WanLoadError("model.video_tokenizer='wan2.2-vae' needs the VAE weights: pass vae=DIR (--vae), a "
                            "diffusers AutoencoderKLWan folder such as Wan2.2-TI2V-5B-Diffusers/vae")
     return wan_vae_tokenizer(cfg, vae, device=device, dtype=dtype)
-
-
-# ------------------------------------------------------------------------------------------------
-# Offline latent cache
-# ------------------------------------------------------------------------------------------------
-
-LATENT_CACHE_META = "latent_cache.json"
-
-
-def _episode_file(root: Path, source: int, episode: int) -> Path:
-    return root / f"source_{source:03d}" / f"episode_{episode:06d}.safetensors"
-
-
-@torch.no_grad()
-def write_latent_cache(dataset: Any, tokenizer: VideoTokenizer, out_dir: str | Path, *, batch_size: int = 8,
-                       dtype: torch.dtype = torch.bfloat16, indices: Iterable[int] | None = None) -> Path:
-    """Encode the frame window of every sample once and store the latents per episode (safetensors).
-
-    ``dataset``: a ``WindowedDataset`` built with ``train=False`` (deterministic crop: cached latents
-    cannot carry random augmentation), or anything with ``__len__``, ``locate(i) -> (source, episode,
-    frame)`` and ``__getitem__(i)`` giving ``image`` [3, H, W] and optionally ``future_frames``
-    [n, 3, H, W] in [-1, 1]. A sample's window is (anchor frame, future offsets), so the key is
-    (source, episode, anchor frame); files ``source_SSS/episode_EEEEEE.safetensors`` hold ``frames``
-    (int64 [m], anchor frames) and ``latents`` ([m, C, f, h, w], ``dtype``). ``latent_cache.json`` records the
-    tokenizer's geometry so a stale cache is refused by :class:`LatentCache`.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    per_episode: dict[tuple[int, int], dict[int, torch.Tensor]] = defaultdict(dict)
-    todo = list(range(len(dataset))) if indices is None else list(indices)
-    shape: list[int] | None = None
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        samples = [dataset[i] for i in chunk]
-        frames = torch.stack([torch.cat([s["image"][None], s["future_frames"]]) if "future_frames" in s
-                              else s["image"][None] for s in samples])
-        lat = tokenizer.encode(frames).to(dtype).cpu()
-        shape = list(lat.shape[1:])
-        for i, z in zip(chunk, lat):
-            src, ep, fr = dataset.locate(i)
-            per_episode[(int(src), int(ep))][int(fr)] = z
-    for (src, ep), by_frame in per_episode.items():
-        f = _episode_file(out, src, ep)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        order = sorted(by_frame)
-        tmp = f.with_suffix(".tmp")
-        save_file({"frames": torch.tensor(order, dtype=torch.int64),
-                   "latents": torch.stack([by_frame[k] for k in order]).contiguous()}, str(tmp))
-        os.replace(tmp, f)
-    meta = {"latent_shape": shape, "dtype": str(dtype).removeprefix("torch."),
-            "latent_channels": tokenizer.latent_channels, "spatial_compression": tokenizer.spatial_compression,
-            "temporal_compression": tokenizer.temporal_compression,
-            "episodes": sorted([list(k) for k in per_episode])}
-    (out / LATENT_CACHE_META).write_text(json.dumps(meta, indent=2))
-    return out
-
-
-class LatentCache:
-    """Reader for :func:`write_latent_cache`: ``get(source, episode, frame) -> latents [C, f, h, w]`` (fp32).
-
-    One episode file is held (read fully, it is small) at a time per reader, so DataLoader workers each
-    keep their own. ``expect_shape`` ([C, f, h, w]) refuses a cache written for another geometry.
-
-    Consuming it in training (not wired yet): the dataset looks up ``get(*dataset.locate(i))`` and yields
-    ``latents`` [C, 1 + f, h, w] instead of decoding ``image``/``future_frames``; ``compute_loss`` then
-    splits ``latents`` into reference (frame 0) and future latents instead of calling ``encode_video``.
-    Cached latents are computed from the deterministic (inference) crop, so pixel augmentation is off.
-    """
-
-    def __init__(self, root: str | Path, *, expect_shape: Sequence[int] | None = None):
-        self.root = Path(root)
-        meta_file = self.root / LATENT_CACHE_META
-        if not meta_file.is_file():
-            raise WanLoadError(f"{meta_file}: missing; not a latent cache (write one with write_latent_cache)")
-        self.meta = json.loads(meta_file.read_text())
-        if expect_shape is not None and list(expect_shape) != self.meta["latent_shape"]:
-            raise WanLoadError(f"{meta_file}: latents have shape {self.meta['latent_shape']}, "
-                               f"expected {list(expect_shape)} (stale cache?)")
-        self._key: tuple[int, int] | None = None
-        self._index: dict[int, int] = {}
-        self._latents: torch.Tensor | None = None
-
-    def _open(self, source: int, episode: int) -> None:
-        f = _episode_file(self.root, source, episode)
-        if not f.is_file():
-            raise KeyError(f"{f}: episode {episode} of source {source} is not in the latent cache")
-        with safe_open(str(f), framework="pt", device="cpu") as h:
-            frames = h.get_tensor("frames").tolist()
-            self._latents = h.get_tensor("latents")
-        self._index = {fr: i for i, fr in enumerate(frames)}
-        self._key = (source, episode)
-
-    def get(self, source: int, episode: int, frame: int) -> torch.Tensor:
-        if self._key != (source, episode):
-            self._open(source, episode)
-        if frame not in self._index:
-            raise KeyError(f"latent cache {self.root}: source {source}, episode {episode}, frame {frame} missing")
-        assert self._latents is not None
-        return self._latents[self._index[frame]].float()

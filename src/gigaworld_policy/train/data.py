@@ -11,9 +11,11 @@ on different data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,16 +33,23 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(h.digest(), "little") & _MASK64
 
 
-def parse_sources(data: str | Sequence[str | DataSource], weights: Sequence[float] | None = None) -> list[DataSource]:
-    """``"dir1,dir2"`` or a list of paths / DataSources, with optional mixture weights."""
+def parse_sources(data: str | Sequence[str | DataSource], weights: Sequence[float] | None = None,
+                  latent_caches: Sequence[str | Path] | None = None) -> list[DataSource]:
+    """``"dir1,dir2"`` or a list of paths / DataSources, with optional mixture weights and latent caches
+    (one per dataset, same order)."""
     items = [s for s in data.split(",") if s] if isinstance(data, str) else list(data)
     if weights is not None and len(weights) != len(items):
         raise ValueError(f"--weights: {len(weights)} weights for {len(items)} datasets")
+    if latent_caches is not None and len(latent_caches) != len(items):
+        raise ValueError(f"--latent-cache: {len(latent_caches)} caches for {len(items)} datasets (one per --data "
+                         "root, same order)")
     out = []
     for i, it in enumerate(items):
         src = it if isinstance(it, DataSource) else DataSource(it)
         if weights is not None:
-            src = DataSource(src.root, float(weights[i]), src.stats_path, src.robot_type)
+            src = dataclasses.replace(src, weight=float(weights[i]))
+        if latent_caches is not None:
+            src = dataclasses.replace(src, latent_cache=latent_caches[i])
         out.append(src)
     return out
 
@@ -155,10 +164,12 @@ def norm_stats_entries(sources: Sequence[DataSource], ds: WindowedDataset) -> di
 
 
 def open_datasets(sources: Sequence[DataSource], cfg: Config) -> tuple[WindowedDataset, WindowedDataset]:
-    """(training view with augmentation, evaluation view without), sharing one text encoder."""
+    """(training view with augmentation, evaluation view without), sharing one text encoder. Latent caches
+    serve the training view only: evaluation decodes pixels (observations, and real frames in its plots)."""
     from gigaworld_policy.model.text import build_text_encoder
 
     enc = build_text_encoder(cfg.data.text_encoder, max_tokens=cfg.model.max_text_tokens, dim=cfg.model.text_dim)
     train = WindowedDataset(sources, cfg, train=True, text_encoder=enc)
-    evaluation = WindowedDataset(sources, cfg, train=False, text_encoder=enc)
+    pixels = [dataclasses.replace(s, latent_cache=None) for s in sources]
+    evaluation = WindowedDataset(pixels, cfg, train=False, text_encoder=enc)
     return train, evaluation

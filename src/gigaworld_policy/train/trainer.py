@@ -316,7 +316,8 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
           resume: bool = False, init: str | Path | None = None, init_wan: str | Path | None = None,
           max_minutes: float | None = None, weights: Sequence[float] | None = None, grad_accum: int = 1,
           device: str = "auto", holdout_episodes: int = 1, eval_frames: int = 4, progress: bool = True,
-          synthetic: bool = False, vae: str | Path | None = None) -> TrainSummary:
+          synthetic: bool = False, vae: str | Path | None = None,
+          latent_cache: Sequence[str | Path] | None = None) -> TrainSummary:
     """Train ``cfg`` for ``steps`` optimizer steps (global batch ``cfg.train.batch_size``) into ``out_dir``.
 
     ``data_sources``: dataset roots (``"a,b"`` or a list; DataSources carry weights/stats/robot type), or
@@ -326,6 +327,9 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
     ``max_minutes`` stops cleanly after the step that crosses the budget, with a final checkpoint.
     ``vae``: the diffusers ``AutoencoderKLWan`` folder for ``model.video_tokenizer='wan2.2-vae'`` (required with
     data; a synthetic run without it uses the architecture with random weights).
+    ``latent_cache``: one ``gwp cache-latents`` directory per data source (same order): training samples then
+    carry cached ``latents`` and the VAE encoder never runs in a step (needs ``data.augment=false``; held-out
+    evaluation still decodes and encodes pixels, so ``vae`` is still required).
     Run under ``torchrun`` for several processes; returns the same summary on every rank.
     """
     t0 = time.monotonic()
@@ -352,11 +356,13 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
     if synthetic or data_sources is None:
         if not synthetic:
             raise ValueError("train: no data sources (pass --data DIR[,DIR...])")
+        if latent_cache is not None:
+            raise ValueError("train: latent_cache (--latent-cache) needs data sources, not synthetic batches")
         provider = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=grad_accum,
                                     device=info.device)
         norm_stats: dict[str, Any] = {"sources": []}
     else:
-        sources = parse_sources(data_sources, weights)
+        sources = parse_sources(data_sources, weights, latent_cache)
         train_ds, eval_ds = open_datasets(sources, cfg)
         split = split_episodes(train_ds, cfg.train.seed, holdout_episodes)
         provider = DatasetBatches(train_ds, split, cfg, rank=info.rank, world_size=info.world_size,
