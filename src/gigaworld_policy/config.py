@@ -70,6 +70,10 @@ class ModelConfig:
     action_expert_dim: int | None = None
     action_expert_ffn_dim: int | None = None
     attention_mode: str = "action_centered"
+    # False: the state token always sees a zero state (training and inference), so the policy acts from
+    # images and text alone. Against the proprio shortcut (docs/results.md: with the hand start fixed,
+    # the state trajectory identifies a demonstration, and a goal seen only in the image is ignored).
+    use_state: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_heads", "head_dim", "ffn_dim", "freq_dim", "text_dim",
@@ -152,6 +156,9 @@ class FlowConfig:
     action_loss_weight: float = 5.0
     video_loss_weight: float = 1.0
     world_model_prob: float = 0.0  # fraction of samples trained with the world-model objective
+    # per training sample, the probability that the (normalized) state is zeroed: the policy must also
+    # act from the images; inference always passes the state (model.use_state=false drops it for good)
+    state_dropout: float = 0.0
     num_inference_steps: int = 10
     inference_shift: float = 5.0
 
@@ -161,6 +168,8 @@ class FlowConfig:
         for name in ("action_loss_weight", "video_loss_weight"):
             _check(getattr(self, name) >= 0, f"flow.{name}", "must be >= 0")
         _check(0.0 <= self.world_model_prob <= 1.0, "flow.world_model_prob", "must be in [0, 1]")
+        _check(0.0 <= self.state_dropout < 1.0, "flow.state_dropout",
+               "must be in [0, 1) (to never use the state, set model.use_state=false)")
         _check(self.num_inference_steps >= 1, "flow.num_inference_steps", "must be >= 1")
 
 

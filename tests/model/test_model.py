@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from gigaworld_policy.config import Config, apply_overrides, get_preset
+from gigaworld_policy.config import Config, ConfigError, apply_overrides, get_preset
 from gigaworld_policy.model import BatchError, WorldActionModel
 
 MODES = ["action_centered", "joint", "no_video"]
@@ -165,6 +165,37 @@ def test_mixed_embodiment_batch_equals_per_sample() -> None:
     for i in range(2):
         one = model.predict_actions({k: v[i:i + 1] for k, v in obs.items()}, noise=noise[i:i + 1])
         torch.testing.assert_close(both[i:i + 1], one, atol=1e-5, rtol=0)
+
+
+def test_use_state_false_makes_actions_and_loss_blind_to_the_state() -> None:
+    noise = torch.randn(1, 8, 8, generator=gen(15))
+    for use_state in (True, False):
+        model = randomize_zero_init(WorldActionModel(apply_overrides(get_preset("tiny"), [
+            f"model.use_state={str(use_state).lower()}"]))).eval()
+        obs = model.example_observation(1, generator=gen(16))
+        batch = model.example_batch(2, generator=gen(17))
+        a0, l0 = model.predict_actions(obs, noise=noise), model.compute_loss(batch, generator=gen(18))["loss"]
+        obs["state"], batch["state"] = obs["state"] + 0.5, batch["state"] + 0.5
+        a1, l1 = model.predict_actions(obs, noise=noise), model.compute_loss(batch, generator=gen(18))["loss"]
+        assert torch.equal(a0, a1) == (not use_state)  # True: the state must matter, else the check is void
+        assert torch.equal(l0, l1) == (not use_state)
+
+
+def test_state_dropout_zeroes_the_state_of_some_training_samples() -> None:
+    model = make(state_dropout=0.5).train()
+    seen: list[torch.Tensor] = []
+    model.state_encoder.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach()))
+    batch = model.example_batch(64, generator=gen(19))
+    batch["state"] = batch["state"].abs() + 0.1  # no sample's state is zero by chance
+    model.compute_loss(batch, generator=gen(20))
+    zeroed = (seen[-1][:, 0] == 0).all(dim=-1)
+    assert 16 <= int(zeroed.sum()) <= 48  # Binomial(64, 0.5): outside this is < 1e-4 likely
+    torch.testing.assert_close(seen[-1][~zeroed, 0], batch["state"][~zeroed])
+    seen.clear()
+    model.eval().predict_actions(model.example_observation(4, generator=gen(21)))  # inference keeps the state
+    assert not (seen[-1] == 0).all(dim=-1).any()
+    with pytest.raises(Exception, match=r"flow\.state_dropout.*model\.use_state"):
+        tiny(state_dropout=1.0)
 
 
 def test_padding_is_excluded_from_the_action_loss() -> None:
@@ -327,7 +358,6 @@ def test_wan_parameter_names() -> None:
 
 
 def test_config_validation_names_the_field() -> None:
-    from gigaworld_policy.config import ConfigError
     with pytest.raises(ConfigError, match=r"model\.attention_mode"):
         apply_overrides(get_preset("tiny"), ["model.attention_mode=bogus"])
     with pytest.raises(ConfigError, match=r"data\.future_offsets"):

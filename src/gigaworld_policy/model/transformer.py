@@ -384,6 +384,8 @@ class WorldActionTransformer(nn.Module):
         b = state.shape[0]
         ids = tuple(embodiment_id.tolist()) if embodiments is None else tuple(embodiments)
         wd = self.compute_dtype  # inputs arrive in fp32 (batch.py); a bf16 model computes in bf16
+        if not self.cfg.use_state:
+            state = torch.zeros_like(state)
         state, reference_latents, text = state.to(wd), reference_latents.to(wd), text.to(wd)
         zero = self.time_embedding(torch.zeros(b, device=state.device, dtype=state.dtype))
         prefix = [

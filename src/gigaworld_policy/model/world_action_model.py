@@ -116,7 +116,11 @@ class WorldActionModel(WorldActionTransformer):
                 lat_pad = self.video_tokenizer.latent_frame_is_pad(batch["future_is_pad"])
                 future_valid = ~lat_pad[:, None, :, None, None]
 
-        ctx = self.encode_context(state=batch["state"], reference_latents=ref_latents, text=batch["text"],
+        state = batch["state"]
+        if fc.state_dropout > 0:  # drawn last, so runs without dropout keep their random stream
+            keep = torch.rand(b, generator=generator, device=gen_dev).to(dev) >= fc.state_dropout
+            state = state * keep[:, None].to(state.dtype)
+        ctx = self.encode_context(state=state, reference_latents=ref_latents, text=batch["text"],
                                   text_mask=batch["text_mask"], embodiment_id=batch["embodiment_id"], use_cache=False)
         noisy_actions = flow.add_noise(actions, action_noise, action_sigma)
         action_v, future_v = self(ctx, noisy_actions=noisy_actions, action_sigma=action_sigma,
