@@ -29,6 +29,7 @@ class DemoSettings:
     preset: str = "cpu-small"
     tasks: tuple[str, ...] = DEFAULT_TASKS
     episodes: int = 25  # demonstrations per task
+    action_noise: float = 0.0  # DART-style noise on the expert's executed actions (sim/collect.py)
     train_minutes: float = 25.0
     max_steps: int | None = None  # training steps; None: as many as fit train_minutes (fit_steps_to_budget)
     eval_episodes: int = 10
@@ -73,7 +74,7 @@ def run_demo(s: DemoSettings) -> Path:
         from gigaworld_policy.sim.collect import collect
 
         return collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
-                       cameras=s.cameras, overwrite=True)
+                       cameras=s.cameras, overwrite=True, action_noise=s.action_noise)
 
     def train_stage() -> dict[str, Any]:
         from gigaworld_policy.train import train
@@ -270,6 +271,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=d.preset)
     p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated Meta-World tasks")
     p.add_argument("--episodes", type=int, default=d.episodes, help="expert demonstrations per task")
+    p.add_argument("--action-noise", type=float, default=d.action_noise,
+                   help="std of noise on the expert's executed xyz actions while collecting (DART-style)")
     p.add_argument("--train-minutes", type=float, default=d.train_minutes, help="training wall-clock budget")
     p.add_argument("--max-steps", type=int, default=d.max_steps,
                    help="training steps (default: as many as fit --train-minutes, measured at the start)")
@@ -286,7 +289,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s = DemoSettings(out=args.out, preset=args.preset, tasks=tuple(t for t in args.tasks.split(",") if t),
-                     episodes=args.episodes, train_minutes=args.train_minutes, max_steps=args.max_steps,
+                     episodes=args.episodes, action_noise=args.action_noise, train_minutes=args.train_minutes, max_steps=args.max_steps,
                      eval_episodes=args.eval_episodes, eval_max_steps=args.eval_max_steps,
                      replan_every=args.replan_every, image_size=args.image_size,
                      cameras=tuple(c for c in args.cameras.split(",") if c), seed=args.seed,

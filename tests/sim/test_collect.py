@@ -45,6 +45,37 @@ def test_collect_bad_inputs(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_action_noise_executes_perturbed_actions_and_records_the_experts(monkeypatch):
+    from gigaworld_policy.sim.collect import expert_episode
+    from gigaworld_policy.sim.envs import make_env
+    from gigaworld_policy.sim.experts import MetaWorldExpert
+
+    env = make_env("metaworld", "reach-v3", image_size=16)
+    expert = MetaWorldExpert("reach-v3")
+    given, executed = [], []
+    act, step = expert.act, env.step
+    monkeypatch.setattr(expert, "act", lambda s: given.append(np.asarray(act(s), np.float32)) or given[-1])
+    monkeypatch.setattr(env, "step", lambda a: executed.append(np.array(a)) or step(a))
+    clean, ok_clean = expert_episode(env, seed=3, expert=expert)
+    n_clean = len(given)
+    given.clear(), executed.clear()
+    noisy, ok = expert_episode(env, seed=3, expert=expert, action_noise=0.5)
+    again, _ = expert_episode(env, seed=3, expert=expert, action_noise=0.5)
+    env.close()
+    assert ok and ok_clean and n_clean == len(clean)
+    recorded = np.stack([f["action"] for f in noisy])
+    np.testing.assert_array_equal(recorded, np.stack(given[:len(noisy)]))  # labels: the expert's own actions
+    diff = np.stack(executed[:len(noisy)]) - recorded
+    assert np.abs(diff[:, :3]).mean() > 0.1 and not diff[:, 3].any()  # xyz perturbed, gripper untouched
+    assert np.all(np.abs(np.stack(executed)) <= 1.0)
+    assert not np.allclose(noisy[5]["observation.state"], clean[5]["observation.state"])  # a different path
+    np.testing.assert_array_equal(np.stack([f["action"] for f in again]), recorded)  # noise drawn from the seed
+    with pytest.raises(SimError, match="action_noise"):
+        collect("aloha", ["TransferCube"], 1, "unused", action_noise=0.1, progress=False)
+    with pytest.raises(SimError, match="action_noise"):
+        collect("metaworld", ["reach-v3"], 1, "unused", action_noise=-1.0, progress=False)
+
+
 @pytest.mark.parametrize("failures, retries", [(1, 1), (2, 1)], ids=["recovers", "gives-up"])
 def test_collect_retries_a_failed_video_encode_deterministically(tmp_path, monkeypatch, failures, retries):
     """An encoder/muxer fault (seen with libsvtav1 under load) re-runs the seeded collection; a second

@@ -9,6 +9,12 @@ Meta-World: the expert acts on the privileged state; each frame records the obse
 4-d state) and the action taken from it. ALOHA: our end-effector expert runs in the mocap env, its
 joint trajectory is replayed in the joint-position env, which gives the observations; actions are the
 replayed joint targets.
+
+``action_noise`` (Meta-World, DART-style noise injection): the env executes the expert's action plus
+Gaussian noise (std ``action_noise`` on the xyz dims, clipped to the action bounds; the gripper is left
+alone) while the frame records the expert's clean action for the state it saw. Demonstrations then cover
+states off the expert's path, labelled with the correction, and the hand's path stops being a perfect
+proxy for the goal (docs/results.md, reach).
 """
 
 from __future__ import annotations
@@ -37,12 +43,15 @@ def features_for(env: Any) -> dict[str, dict[str, Any]]:
     return feats
 
 
-def expert_episode(env: Any, seed: int, steps_after_success: int = 10,
-                   expert: Any = None) -> tuple[list[dict[str, np.ndarray]], bool]:
+def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: Any = None,
+                   action_noise: float = 0.0) -> tuple[list[dict[str, np.ndarray]], bool]:
     """Run the scripted expert for one episode; returns (frames, success). Frames hold the observation
-    before each action and that action. Recording stops ``steps_after_success`` steps after success."""
+    before each action and that action. Recording stops ``steps_after_success`` steps after success.
+    ``action_noise``: see the module docstring (Meta-World only; the noise is drawn from ``seed``)."""
+    check_action_noise(env.env_name, action_noise)
     frames: list[dict[str, np.ndarray]] = []
     obs = env.reset(seed)
+    rng = np.random.default_rng([seed, 0x6E6F6973])
     if env.env_name == "metaworld":
         from gigaworld_policy.sim.experts import MetaWorldExpert
 
@@ -63,6 +72,10 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10,
         frame = {"observation.state": obs.state, "action": action}
         frame.update({f"observation.images.{cam}": img for cam, img in obs.images.items()})
         frames.append(frame)
+        if action_noise > 0:
+            executed = action.copy()
+            executed[:3] += rng.normal(0.0, action_noise, 3).astype(np.float32)
+            action = np.clip(executed, env.action_low, env.action_high).astype(np.float32)
         result = env.step(action)
         obs = result.obs
         if result.success and success_at is None:
@@ -72,10 +85,19 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10,
     return frames, success_at is not None
 
 
+def check_action_noise(env_name: str, action_noise: float) -> None:
+    if not action_noise >= 0:
+        raise SimError(f"action_noise: must be >= 0, got {action_noise}")
+    if action_noise > 0 and env_name != "metaworld":
+        raise SimError(f"action_noise: only Meta-World experts act on the live state; the {env_name} expert "
+                       "replays a fixed trajectory, which injected noise would break")
+
+
 def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int = 0,
             image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
             steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
-            progress: bool = True, encode_retries: int = 1, codec: str | None = None) -> dict[str, Any]:
+            progress: bool = True, encode_retries: int = 1, codec: str | None = None,
+            action_noise: float = 0.0) -> dict[str, Any]:
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
@@ -84,15 +106,18 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     Collection is deterministic in its seeds, so when the video encoder fails (VideoEncodeError: an
     encoder/muxer fault, not bad frames) the whole collection runs again, up to ``encode_retries`` times;
     the failed attempt's files are discarded, nothing of it reaches ``out_dir``. ``codec``: the video
-    encoder (None: H.264; "libsvtav1" for AV1, see data/video.py ``pick_video_codec``).
+    encoder (None: H.264; "libsvtav1" for AV1, see data/video.py ``pick_video_codec``). ``action_noise``:
+    DART-style noise on the executed actions (module docstring); labels stay the expert's.
     """
+    check_action_noise(env_name, action_noise)
     from gigaworld_policy.data import VideoEncodeError
 
     t0 = time.perf_counter()
     for retry in range(encode_retries + 1):
         try:
             summary = _collect_once(env_name, tasks, episodes_per_task, out_dir, seed, image_size, cameras, max_steps,
-                                    steps_after_success, max_attempts_factor, overwrite, progress, codec)
+                                    steps_after_success, max_attempts_factor, overwrite, progress, codec,
+                                    action_noise)
         except VideoEncodeError as e:
             if retry == encode_retries:
                 raise
@@ -107,7 +132,8 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
 
 def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int,
                   image_size: int, cameras: tuple[str, ...] | None, max_steps: int | None, steps_after_success: int,
-                  max_attempts_factor: int, overwrite: bool, progress: bool, codec: str | None) -> dict[str, Any]:
+                  max_attempts_factor: int, overwrite: bool, progress: bool, codec: str | None,
+                  action_noise: float) -> dict[str, Any]:
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
@@ -122,7 +148,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
                        "so they never overlap evaluation seeds")
     writer = None
     summary: dict[str, Any] = {"out_dir": str(out_dir), "env": env_name, "seed": seed, "image_size": image_size,
-                               "tasks": {}}
+                               "action_noise": action_noise, "tasks": {}}
     bar = tqdm(total=episodes_per_task * len(task_list), desc=f"collect {env_name}", unit="ep", disable=not progress)
     try:
         for task in task_list:
@@ -137,7 +163,8 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
                 expert = AlohaEEEnv(env.task)
             kept = attempts = frames_total = 0
             while kept < episodes_per_task and attempts < max_attempts:
-                frames, ok = expert_episode(env, seed + attempts, steps_after_success, expert=expert)
+                frames, ok = expert_episode(env, seed + attempts, steps_after_success, expert=expert,
+                                            action_noise=action_noise)
                 attempts += 1
                 if not ok:
                     bar.set_postfix(task=task, failed=attempts - kept)
@@ -182,6 +209,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--vcodec", default=None, choices=["libx264", "libsvtav1"],
                         help="video encoder (default libx264; libsvtav1 writes AV1 like lerobot 0.4)")
+    parser.add_argument("--action-noise", type=float, default=0.0,
+                        help="Meta-World: std of Gaussian noise added to the executed xyz actions (labels stay "
+                             "the expert's; DART-style)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         summary = collect(args.env, args.tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
                           cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                           steps_after_success=args.steps_after_success, overwrite=args.overwrite,
-                          codec=args.vcodec)
+                          codec=args.vcodec, action_noise=args.action_noise)
     except SimError as e:
         raise SystemExit(f"gwp collect: {e}") from None
     print(json.dumps(summary, indent=2))
