@@ -222,7 +222,9 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
              f"{s.eval_episodes} evaluation episodes per task on fresh seeds.", "",
              "## Data", "",
              f"- {collected.get('episodes')} successful expert episodes kept, {collected.get('failed')} failed "
-             f"and discarded, {collected.get('frames')} frames ({collected.get('stage_seconds')} s)", "",
+             f"and discarded, {collected.get('frames')} frames ({collected.get('stage_seconds')} s)"
+             + (f"; executed actions perturbed by N(0, {collected['action_noise']}) on xyz, labels the expert's"
+                if collected.get("action_noise") else ""), "",
              "## Training", ""]
     plan = trained.get("planned_steps", {})
     if "probe_step_s" in plan:
