@@ -1,0 +1,82 @@
+"""Probes behind docs/results.md ("Seeing the goal is what fails"), for a policy trained by `gwp demo`.
+
+  loss RUN DATA        action loss on the run's own training windows, grouped by the window's start frame
+                       (frames 0, 1, 2, 4, 8, 16, 32, 48; each window repeated 8x with one noise seed)
+  chunk RUN [VARIANT]  reach-v3: correlation, per axis, of the first chunk's 8-step displacement with the
+                       goal direction, over 8 training layouts (seeds 0-7) and 8 evaluation layouts
+                       (VARIANT: plain, big-goal or goal-state, as the policy was trained; scripts/goal_diagnostics.py)
+  trainseeds RUN       reach-v3 closed-loop success on the collection seeds 0-19 (the training layouts)
+
+    OMP_NUM_THREADS=1 python scripts/reach_probes.py loss study/r_biggoal/run study/r_biggoal/data
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+import numpy as np
+import torch
+
+FRAMES = (0, 1, 2, 4, 8, 16, 32, 48)
+
+
+def loss_by_frame(run: str, data: str) -> None:
+    from gigaworld_policy.data.windowed import WindowedDataset, collate
+    from gigaworld_policy.policy import Policy
+
+    policy = Policy.from_checkpoint(run)
+    ds = WindowedDataset([data], policy.config, train=False)
+    by: dict[int, list[float]] = collections.defaultdict(list)
+    with torch.no_grad():
+        for i in range(len(ds)):
+            frame = ds.locate(i)[2]
+            if frame not in FRAMES:
+                continue
+            batch = {k: v.repeat(8, *[1] * (v.ndim - 1)) for k, v in collate([ds[i]]).items()}
+            out = policy.model.compute_loss(batch, generator=torch.Generator().manual_seed(0))
+            by[frame].append(float(out["action_loss"]))
+    for frame in sorted(by):
+        print(f"frame {frame:3d}: action loss {np.mean(by[frame]):.4f} (n={len(by[frame])})")
+
+
+def first_chunk(run: str, variant: str = "plain") -> None:
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import goal_diagnostics
+
+    if variant != "plain":
+        goal_diagnostics.VARIANTS[variant]()
+    from gigaworld_policy.policy import Policy
+    from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
+
+    policy = Policy.from_checkpoint(run)
+    env = MetaWorldEnv("reach-v3", 64, ("corner2",))
+    moved, wanted = [], []
+    for seed in [*range(8), *(1_000_000 + i for i in range(8))]:
+        obs = env.reset(seed)
+        actions = np.asarray(policy.infer(obs.to_policy_obs(), seed=0)["actions"])
+        moved.append(actions[:8, :3].sum(0))
+        wanted.append(env._env._target_pos - obs.state[:3])
+    env.close()
+    moved_a, wanted_a = np.array(moved), np.array(wanted)
+    for name, rows in (("training layouts", slice(0, 8)), ("evaluation layouts", slice(8, 16))):
+        corr = [round(float(np.corrcoef(moved_a[rows, i], wanted_a[rows, i])[0, 1]), 2) for i in range(3)]
+        print(f"{name}: corr(first-chunk displacement, goal - hand) x/y/z = {corr}")
+
+
+def train_seeds(run: str) -> None:
+    from gigaworld_policy.policy import Policy
+    from gigaworld_policy.sim.collect import EVAL_SEED_OFFSET
+    from gigaworld_policy.sim.evaluate import evaluate
+
+    result = evaluate(Policy.from_checkpoint(run), "metaworld", ["reach-v3"], 20, seed=-EVAL_SEED_OFFSET,
+                      replan_every=8, image_size=64, cameras=("corner2",), video=False)
+    print({k: result[k] for k in ("eval_seeds", "mean_success", "pooled_ci95")})
+
+
+COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
+        sys.exit(__doc__)
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
