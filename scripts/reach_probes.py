@@ -6,6 +6,7 @@
                        goal direction, over 8 training layouts (seeds 0-7) and 8 evaluation layouts
                        (VARIANT: plain, big-goal or goal-state, as the policy was trained; scripts/goal_diagnostics.py)
   trainseeds RUN       reach-v3 closed-loop success on the collection seeds 0-19 (the training layouts)
+  codec DATA           reach-v3: decoded first frames of episodes 0-2 against fresh renders of their seeds
 
     OMP_NUM_THREADS=1 python scripts/reach_probes.py loss study/r_biggoal/run study/r_biggoal/data
 """
@@ -74,7 +75,20 @@ def train_seeds(run: str) -> None:
     print({k: result[k] for k in ("eval_seeds", "mean_success", "pooled_ci95")})
 
 
-COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds}
+def codec_error(data: str) -> None:
+    from gigaworld_policy.data.lerobot import LeRobotDataset
+    from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
+
+    ds = LeRobotDataset(data)
+    env = MetaWorldEnv("reach-v3", 64, ("corner2",))
+    for ep in range(3):  # collection seed = episode index when no attempt failed (collect.py)
+        decoded = ds.get_images(ep, "observation.images.corner2", [0])[0].astype(int)
+        diff = np.abs(decoded - env.reset(ep).images["corner2"].astype(int))
+        print(f"episode {ep}: mean abs difference {diff.mean():.1f}/255, max {diff.max()}")
+    env.close()
+
+
+COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
