@@ -71,8 +71,8 @@ class ModelConfig:
     action_expert_ffn_dim: int | None = None
     attention_mode: str = "action_centered"
     # False: the state token always sees a zero state (training and inference), so the policy acts from
-    # images and text alone. Against the proprio shortcut (docs/results.md: with the hand start fixed,
-    # the state trajectory identifies a demonstration, and a goal seen only in the image is ignored).
+    # images and text alone: a remedy when the state lets behaviour cloning skip the image (on Meta-World
+    # reach it did not help, docs/results.md).
     use_state: bool = True
 
     def __post_init__(self) -> None:

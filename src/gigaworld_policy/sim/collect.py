@@ -14,7 +14,7 @@ replayed joint targets.
 Gaussian noise (std ``action_noise`` on the xyz dims, clipped to the action bounds; the gripper is left
 alone) while the frame records the expert's clean action for the state it saw. Demonstrations then cover
 states off the expert's path, labelled with the correction, and the hand's path stops being a perfect
-proxy for the goal (docs/results.md, reach).
+proxy for the goal (on reach this did not raise success, docs/results.md).
 """
 
 from __future__ import annotations
