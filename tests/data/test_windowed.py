@@ -19,6 +19,7 @@ from gigaworld_policy.data import (
     open_dataset,
 )
 from gigaworld_policy.data.embodiments import EmbodimentError
+from gigaworld_policy.data.workers import worker_context
 from gigaworld_policy.model.batch import validate
 
 
@@ -78,8 +79,9 @@ def test_delta_actions_are_relative_to_state(dataset_root: Path) -> None:
 def test_collate_matches_model_layout_and_dataloader_workers(dataset_root: Path) -> None:
     cfg = make_cfg(cameras=("cam_high", "cam_left_wrist", "cam_right_wrist"))
     wd = WindowedDataset([dataset_root], cfg, train=True)
+    wd[0]  # decoded once in this process first, as a training process would have (see data/workers.py)
     loader = DataLoader(wd, batch_size=5, shuffle=True, num_workers=2, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), multiprocessing_context=worker_context(2))
     n = 0
     for batch in loader:
         b = validate(batch, cfg.model, training=True)

@@ -164,3 +164,24 @@ def test_wan_vae_preset_trains_with_its_tokenizer_and_refuses_data_without_it(tm
     assert all(math.isfinite(v) for v in losses) and tr.step == 2
     with pytest.raises(CheckpointError, match="--vae"):
         train(cfg, [str(tmp_path / "unused")], 1, tmp_path / "run", progress=False)
+
+
+def test_loader_workers_give_the_in_process_batches(mw_dataset: Path) -> None:
+    """Worker processes (forkserver, data/workers.py) yield exactly the batches of the in-process loader,
+    also after this process has decoded from the same dataset (the case that hung forked workers)."""
+    from gigaworld_policy.train.data import make_loader, open_datasets, parse_sources
+
+    ds, _ = open_datasets(parse_sources(str(mw_dataset)), tiny_config())
+    split = split_episodes(ds, seed=0, holdout=1)
+
+    def batches(workers: int) -> list[dict[str, torch.Tensor]]:
+        sampler = StepBatchSampler(split, seed=0, global_batch=4, rank=0, world_size=1, start_step=0, stop_step=3)
+        return list(make_loader(ds, sampler, workers))
+
+    in_process = batches(0)
+    with_workers = batches(2)
+    assert len(with_workers) == len(in_process) == 3
+    for a, b in zip(in_process, with_workers):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from gigaworld_policy.config import Config, DataConfig, ModelConfig
 from gigaworld_policy.data.windowed import WindowedDataset, collate
+from gigaworld_policy.data.workers import worker_context
 from gigaworld_policy.data.writer import LeRobotWriter
 from gigaworld_policy.model.text import NullTextEncoder
 
@@ -56,7 +57,8 @@ def run_data_bench(height: int, width: int, *, camera_hw: tuple[int, int] | None
         cfg = Config(model=model, data=DataConfig(future_offsets=(8, 16)))
         wd = WindowedDataset([root], cfg, train=True, text_encoder=NullTextEncoder(model.text_dim))
         loader = DataLoader(wd, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(0), persistent_workers=num_workers > 0)
+                            generator=torch.Generator().manual_seed(0), persistent_workers=num_workers > 0,
+                            multiprocessing_context=worker_context(num_workers))
         rates = []
         it = iter(loader)
         next(it)  # warm-up: worker start, first file opens

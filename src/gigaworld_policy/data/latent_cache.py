@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 
 from gigaworld_policy.checkpoint import CheckpointError
+from gigaworld_policy.data.workers import worker_context
 from gigaworld_policy.model.tokenizers import VideoTokenizer
 
 LATENT_CACHE_META = "latent_cache.json"
@@ -82,7 +83,8 @@ def write_latent_cache(dataset: Any, tokenizer: VideoTokenizer, out_dir: str | P
     out.mkdir(parents=True, exist_ok=True)
     (out / LATENT_CACHE_META).unlink(missing_ok=True)
     todo = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
-    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+                        multiprocessing_context=worker_context(num_workers))
     device = _device(tokenizer)
     shape: list[int] | None = None
     written: list[tuple[int, int]] = []

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gigaworld_policy.config import Config
 from gigaworld_policy.data.windowed import DataSource, WindowedDataset, collate
+from gigaworld_policy.data.workers import worker_context
 
 _MASK64 = (1 << 63) - 1
 
@@ -143,7 +144,8 @@ class SeededSamples(Dataset):
 
 def make_loader(ds: WindowedDataset, sampler: StepBatchSampler, num_workers: int) -> DataLoader:
     return DataLoader(SeededSamples(ds), batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                      persistent_workers=False, prefetch_factor=2 if num_workers else None)
+                      persistent_workers=False, prefetch_factor=2 if num_workers else None,
+                      multiprocessing_context=worker_context(num_workers))
 
 
 def norm_stats_entries(sources: Sequence[DataSource], ds: WindowedDataset) -> dict[str, object]:
