@@ -212,6 +212,10 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy, tmp_path: Path) 
     import subprocess
     import sys
 
+    obs = make_obs(5)
+    # The in-process reference is computed before the server process exists, so the parent never runs the
+    # model beside it (a full-suite CI run once stalled in this test with both cores busy).
+    expected = policy.infer(obs, seed=9, num_steps=2)["actions"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -226,9 +230,7 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy, tmp_path: Path) 
             time.sleep(0.1)
         with PolicyClient("127.0.0.1", port) as c:
             assert c.metadata["checkpoint"] == str(checkpoint)
-            obs = make_obs(5)
-            np.testing.assert_array_equal(c.infer(obs, seed=9, num_steps=2)["actions"],
-                                          policy.infer(obs, seed=9, num_steps=2)["actions"])
+            np.testing.assert_array_equal(c.infer(obs, seed=9, num_steps=2)["actions"], expected)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
