@@ -95,17 +95,22 @@ def test_metadata_matches_lerobot_v30(dataset_root: Path) -> None:
     assert data.schema.field("observation.state").type.list_size == 14
 
 
-@pytest.mark.parametrize("codec, name", [(None, "h264"), ("libsvtav1", "av1")], ids=["default", "av1"])
-def test_video_codecs_round_trip(tmp_path: Path, codec: str | None, name: str) -> None:
-    """H.264 by default (data/video.py pick_video_codec says why), AV1 on request; both decode within the
-    codec tolerance and info.json records the codec."""
+@pytest.mark.parametrize("codec, name, pix_fmt", [(None, "h264", "yuv420p"), ("libsvtav1", "av1", "yuv420p"),
+                                                  ("libx264rgb", "h264", "gbrp")], ids=["default", "av1", "lossless"])
+def test_video_codecs_round_trip(tmp_path: Path, codec: str | None, name: str, pix_fmt: str) -> None:
+    """H.264 by default (data/video.py pick_video_codec says why), AV1 on request, both within the codec
+    tolerance; lossless RGB H.264 on request decodes bit-exact. info.json records codec and pixel format."""
     root = write_dataset(tmp_path / "ds", lengths=(6, 4), cameras=("cam_high",), codec=codec)
-    info = json.loads((root / "meta/info.json").read_text())
-    assert info["features"]["observation.images.cam_high"]["info"]["video.codec"] == name
+    info = json.loads((root / "meta/info.json").read_text())["features"]["observation.images.cam_high"]["info"]
+    assert (info["video.codec"], info["video.pix_fmt"]) == (name, pix_fmt)
     ds = open_dataset(root)
     for i, (ep, f) in enumerate([(0, k) for k in range(6)] + [(1, k) for k in range(4)]):
-        err = np.abs(ds[i]["observation.images.cam_high"].astype(float) - image_value(ep, f, 0)).mean()
-        assert err < MEAN_ABS_TOL, (codec, i, err)
+        got = ds[i]["observation.images.cam_high"]
+        if codec == "libx264rgb":
+            np.testing.assert_array_equal(got, image_value(ep, f, 0), err_msg=f"frame {i}")
+        else:
+            err = np.abs(got.astype(float) - image_value(ep, f, 0)).mean()
+            assert err < MEAN_ABS_TOL, (codec, i, err)
     with pytest.raises(DatasetError, match=r"video codec 'mpeg2video'.*libx264, libsvtav1"):
         write_dataset(tmp_path / "bad", lengths=(2,), cameras=("cam_high",), codec="mpeg2video")
 

@@ -16,7 +16,11 @@ import numpy as np
 
 from gigaworld_policy.data.errors import DatasetError, VideoEncodeError
 
-VIDEO_CODECS = ("libx264", "libsvtav1")  # encoders LeRobotWriter accepts; the first usable one is the default
+# Encoders LeRobotWriter accepts; the first usable one is the default. "libx264rgb" is H.264 of the RGB planes
+# at qp 0: lossless (decoded frames equal the rendered ones bit for bit) at ~3-10x the bytes of 4:2:0 crf 18.
+# For simulation data whose cues are a few pixels wide: 4:2:0 halves the colour resolution, so Meta-World's
+# one-pixel goal marker decodes as a faint smear. Opt-in only, since lerobot writes 4:2:0.
+VIDEO_CODECS = ("libx264", "libsvtav1", "libx264rgb")
 
 
 def pick_video_codec(codec: str | None = None) -> str:
@@ -62,13 +66,17 @@ class VideoAppender:
         self.fps, self.width, self.height, self.codec = int(fps), int(width), int(height), codec
         self._container = av.open(str(self.path), mode="w")
         self._stream = self._container.add_stream(codec, rate=self.fps)
-        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
+        lossless = codec == "libx264rgb"
+        self._stream.width, self._stream.height = self.width, self.height
+        self._stream.pix_fmt = "rgb24" if lossless else "yuv420p"
         self._stream.time_base = Fraction(1, self.fps)
         opts = {"g": str(gop), "crf": str(crf)}
         if codec == "libsvtav1":
             opts["svtav1-params"] = "log-level=1"  # errors only
         elif codec == "libx264":
             opts.update(crf=str(min(crf, 18)), bf="0")
+        elif lossless:
+            opts = {"g": str(gop), "qp": "0", "bf": "0"}
         self._stream.options = opts
         self.num_frames = 0
         self.bytes_written = 0

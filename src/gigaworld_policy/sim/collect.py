@@ -195,6 +195,8 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gigaworld_policy.data.video import VIDEO_CODECS
+
     parser.add_argument("--env", required=True, choices=["metaworld", "aloha"])
     parser.add_argument("--tasks", required=True, nargs="+",
                         help="task names and/or sets (Meta-World: MT10, MT50, ML45-train, ML45-test; ALOHA: all)")
@@ -207,8 +209,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: per env)")
     parser.add_argument("--steps-after-success", type=int, default=10)
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--vcodec", default=None, choices=["libx264", "libsvtav1"],
-                        help="video encoder (default libx264; libsvtav1 writes AV1 like lerobot 0.4)")
+    parser.add_argument("--vcodec", default=None, choices=list(VIDEO_CODECS),
+                        help="video encoder (default libx264, 4:2:0; libsvtav1 writes AV1 like lerobot 0.4; "
+                             "libx264rgb is lossless RGB, for cues a few pixels wide)")
     parser.add_argument("--action-noise", type=float, default=0.0,
                         help="Meta-World: std of Gaussian noise added to the executed xyz actions (labels stay "
                              "the expert's; DART-style)")
