@@ -17,7 +17,8 @@ import numpy as np
 from gigaworld_policy.data.errors import DatasetError, VideoEncodeError
 
 # Encoders LeRobotWriter accepts; the first usable one is the default. "libx264rgb" is H.264 of the RGB planes
-# at qp 0: lossless (decoded frames equal the rendered ones bit for bit) at ~3-10x the bytes of 4:2:0 crf 18.
+# at qp 0: lossless, decoded frames equal the rendered ones bit for bit. On 64x64 Meta-World reach frames it
+# takes 6.0x the bytes of the default 4:2:0 crf 18 (3.7 vs 0.6 MB for 1,400 frames; raw RGB would be 17 MB).
 # For simulation data whose cues are a few pixels wide: 4:2:0 halves the colour resolution, so Meta-World's
 # one-pixel goal marker decodes as a faint smear. Opt-in only, since lerobot writes 4:2:0.
 VIDEO_CODECS = ("libx264", "libsvtav1", "libx264rgb")
