@@ -10,6 +10,11 @@ goal-blind. Each variant removes one obstacle between the goal and the action:
   big-goal     the goal marker (a site: drawn, never collides) rendered with 3x its radius (2 cm -> 6 cm,
                about 3 pixels across in the 64x64 corner2 view instead of 1). Success here means the
                marker's size in the image is what limits.
+  early-frames each episode's first EARLY_FRAMES anchor frames enter the training pool EARLY_REPEAT times
+               (on 25 reach demos: 26% of the sampled windows instead of 7%). Only those frames force reading the goal from the image
+               (later, the hand's displacement from its fixed start gives the direction), and their action
+               loss stays ~0.2 against ~0.005 for the rest. Fitting them here and still failing on fresh
+               layouts means too few goals were seen, not too few steps on them.
 
     OMP_NUM_THREADS=1 python scripts/goal_diagnostics.py goal-state --out study/oracle_reach \
         --tasks reach-v3 --max-steps 1000 --train-minutes 80 --eval-episodes 20
@@ -20,6 +25,7 @@ Arguments after the variant are those of `gwp demo`.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +36,7 @@ from gigaworld_policy.sim.common import Observation
 GOAL_ROBOT_TYPE = "metaworld_sawyer_goal"
 GOAL_STATE_NAMES = (*metaworld_env.STATE_NAMES, "goal_x", "goal_y", "goal_z")
 MARKER_SCALE = 3.0
+EARLY_FRAMES, EARLY_REPEAT = 4, 5
 _plain_observation = metaworld_env.MetaWorldEnv._observation
 _plain_init = metaworld_env.MetaWorldEnv.__init__
 
@@ -60,7 +67,26 @@ def use_big_goal() -> None:
     metaworld_env.MetaWorldEnv.__init__ = _big_goal_init
 
 
-VARIANTS = {"goal-state": use_goal_state, "big-goal": use_big_goal}
+def use_early_frames() -> None:
+    from gigaworld_policy.train import data as train_data
+    from gigaworld_policy.train import trainer
+
+    plain_split = train_data.split_episodes
+
+    def split_with_early_frames(ds: Any, seed: int, holdout: int) -> Any:
+        split = plain_split(ds, seed, holdout)
+        pools, offset = [], 0
+        for src, pool in zip(ds.sources, split.train_index):
+            starts = {offset + src.ds.episode_start(e) for e in src.ds.episode_indices}
+            early = np.asarray([i for i in pool if any(0 <= i - s0 < EARLY_FRAMES for s0 in starts)], np.int64)
+            pools.append(np.concatenate([pool, *[early] * (EARLY_REPEAT - 1)]))
+            offset += len(src.ds)
+        return train_data.Split(split.source_weights, pools, split.heldout)
+
+    trainer.split_episodes = split_with_early_frames
+
+
+VARIANTS = {"goal-state": use_goal_state, "big-goal": use_big_goal, "early-frames": use_early_frames}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:
