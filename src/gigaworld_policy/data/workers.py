@@ -10,8 +10,8 @@ one inside pandas indexing (py-spy), and the two fresh-clone CI stalls before it
 
 ``forkserver`` forks workers from a small server process that imported only ``FORKSERVER_PRELOAD`` and
 started no threads; datasets reach the workers pickled (``LeRobotDataset.__getstate__`` drops open files
-and caches). It is Python 3.14's default on Linux. The first loader pays the server's start (~2-4 s on
-2 cores, imports included); later loaders reuse it.
+and caches). It is Python 3.14's default on Linux. The first loader pays the server's start and its
+imports; later loaders reuse the server.
 """
 
 from __future__ import annotations
