@@ -57,6 +57,11 @@ class ModelConfig:
     video_tokenizer: str = "pixel"
     latent_channels: int = 3
     patch_size: tuple[int, int, int] = (1, 8, 8)
+    # Channels of a convolutional patch stem (Xiao et al. 2021, "Early convolutions help transformers see
+    # better"): one 3x3 stride-2 conv + GELU per entry, as many as halve the latent down to the patch grid
+    # (log2 of the spatial patch size), then a 1x1 conv to the model width. Empty: Wan's linear patch
+    # embedding (the only choice for Wan-initialized models). For the pixel tokenizer only.
+    patch_stem_channels: tuple[int, ...] = ()
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32
     num_future_frames: int = 2  # pixel frames predicted after the current one (paper: 4)
@@ -88,6 +93,15 @@ class ModelConfig:
         _check(self.head_dim % 2 == 0, "model.head_dim", "must be even (rotary embeddings)")
         _check(len(self.patch_size) == 3 and all(p > 0 for p in self.patch_size), "model.patch_size",
                f"must be three positive ints (t, h, w), got {self.patch_size}")
+        if self.patch_stem_channels:
+            ph, pw = self.patch_size[1:]
+            _check(self.video_tokenizer == "pixel", "model.patch_stem_channels",
+                   f"a convolutional stem is for the pixel tokenizer, not {self.video_tokenizer!r} (Wan's "
+                   "weights expect its linear patch embedding)")
+            _check(ph == pw and ph > 1 and ph & (ph - 1) == 0 and 2 ** len(self.patch_stem_channels) == ph,
+                   "model.patch_stem_channels", f"needs square power-of-two patches with one entry per "
+                   f"halving: patch {self.patch_size[1:]} and {len(self.patch_stem_channels)} entries")
+            _check(all(int(c) > 0 for c in self.patch_stem_channels), "model.patch_stem_channels", "must be > 0")
         lh, lw = self.latent_hw
         _check(lh % self.patch_size[1] == 0 and lw % self.patch_size[2] == 0, "model.patch_size",
                f"latent size {lh}x{lw} is not divisible by patch {self.patch_size[1:]}")

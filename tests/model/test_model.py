@@ -394,3 +394,24 @@ def test_compiled_action_decoding_matches_eager() -> None:
         model.action_decoder.mlps[0][-1].bias.add_(1.0)
     with pytest.raises(RuntimeError, match="compile_action_decoding"):
         model.predict_actions(obs, num_steps=2, noise=noise)
+
+
+def test_conv_patch_stem_trains_and_keeps_the_cache_exact() -> None:
+    """model.patch_stem_channels: a strided-conv stem instead of the linear patch embedding. Same token grid,
+    gradients reach the stem, the prefix cache still matches full recompute; bad settings name the field."""
+    cfg = apply_overrides(get_preset("tiny"), ["model.patch_stem_channels=[8,16,32]"])  # 8x8 patches: 3 halvings
+    model = randomize_zero_init(WorldActionModel(cfg)).train()
+    assert isinstance(model.patch_stem[0], torch.nn.Conv3d) and model.patch_embedding.kernel_size[1:] == (1, 1)
+    batch = model.example_batch(2, generator=gen(30))
+    out = model.compute_loss(batch, generator=gen(31))
+    out["loss"].backward()
+    assert model.patch_stem[0].weight.grad is not None and model.patch_stem[0].weight.grad.abs().sum() > 0
+    model.eval()
+    obs = model.example_observation(2, generator=gen(32))
+    noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(33))
+    torch.testing.assert_close(model.predict_actions(obs, noise=noise, use_cache=True),
+                               model.predict_actions(obs, noise=noise, use_cache=False))
+    with pytest.raises(ConfigError, match=r"model\.patch_stem_channels"):
+        apply_overrides(get_preset("tiny"), ["model.patch_stem_channels=[8]"])  # one halving for an 8x8 patch
+    with pytest.raises(ConfigError, match=r"model\.patch_stem_channels.*pixel tokenizer"):
+        dataclasses.replace(get_preset("wan2.2-5b").model, patch_stem_channels=(16, 32))

@@ -245,7 +245,19 @@ class WorldActionTransformer(nn.Module):
         D, Da = cfg.dim, cfg.action_stream_dim
         hid = cfg.embodiment_hidden_dim or Da
         # --- Wan modules (diffusers names) ---
-        self.patch_embedding = nn.Conv3d(cfg.latent_channels, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.patch_stem_channels:  # convolutional stem, then a 1x1 projection (config.py patch_stem_channels)
+            layers: list[nn.Module] = []
+            c_in = cfg.latent_channels
+            for c in cfg.patch_stem_channels:
+                layers += [nn.Conv3d(c_in, int(c), (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.GELU()]
+                c_in = int(c)
+            self.patch_stem = nn.Sequential(*layers)
+            self.patch_embedding = nn.Conv3d(c_in, D, kernel_size=(cfg.patch_size[0], 1, 1),
+                                             stride=(cfg.patch_size[0], 1, 1))
+        else:
+            self.patch_stem = nn.Identity()
+            self.patch_embedding = nn.Conv3d(cfg.latent_channels, D, kernel_size=cfg.patch_size,
+                                             stride=cfg.patch_size)
         self.condition_embedder = nn.Module()
         self.condition_embedder.timesteps_proj = Timesteps(cfg.freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.condition_embedder.time_embedder = TimestepEmbedding(in_channels=cfg.freq_dim, time_embed_dim=D)
@@ -365,7 +377,7 @@ class WorldActionTransformer(nn.Module):
         return Tokens(name, x, self.time_modulation(temb, self.stream_of(name)), self.rope(name))
 
     def embed_latents(self, latents: torch.Tensor) -> torch.Tensor:  # [b, c, f, h, w] -> [b, n, D]
-        return self.patch_embedding(latents).flatten(2).transpose(1, 2)
+        return self.patch_embedding(self.patch_stem(latents)).flatten(2).transpose(1, 2)
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:  # [b, n, pt*ph*pw*c] -> [b, c, f, h, w]
         cfg = self.cfg
