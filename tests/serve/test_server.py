@@ -213,8 +213,7 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy, tmp_path: Path) 
     import sys
 
     obs = make_obs(5)
-    # The in-process reference is computed before the server process exists, so the parent never runs the
-    # model beside it (a full-suite CI run once stalled in this test with both cores busy).
+    # The in-process reference first, so the two processes never compute at once on a 2-core machine.
     expected = policy.infer(obs, seed=9, num_steps=2)["actions"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

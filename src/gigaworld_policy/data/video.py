@@ -7,7 +7,10 @@ Decoding never substitutes black frames: any failure raises DatasetError naming 
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,6 +57,27 @@ def pick_video_codec(codec: str | None = None) -> str:
                        f"have {sorted(available)[:20]}")
 
 
+@contextmanager
+def _keep_thread_scheduling() -> Iterator[None]:
+    """Undo a scheduling change the encoder makes to the calling thread.
+
+    SVT-AV1 4.1 (libsvtav1), when the process runs as root, switches the thread that opens the encoder to
+    SCHED_FIFO priority 99 and leaves it there (checked: ``os.sched_getscheduler(0)`` goes 0 -> 1, priority
+    99, after one encode). Every thread that thread starts later inherits it, OpenMP's workers included; on
+    2 cores two FIFO-99 threads spin-waiting in an OpenMP barrier can starve the thread they wait for for
+    good. That was the test-suite stall at 186% CPU in the serve test, long after the AV1 test had run.
+    """
+    if not hasattr(os, "sched_getscheduler"):  # not on macOS/Windows
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
+            os.sched_setscheduler(0, policy, param)
+
+
 class VideoAppender:
     """Encode frames of successive episodes into one mp4; frame k of the file has pts k (time base 1/fps).
 
@@ -90,7 +114,9 @@ class VideoAppender:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             vf.pts = self.num_frames
             vf.time_base = Fraction(1, self.fps)
-            self._mux(self._stream.encode(vf))
+            with _keep_thread_scheduling():
+                packets = self._stream.encode(vf)
+            self._mux(packets)
             self.num_frames += 1
         return start / self.fps, self.num_frames / self.fps
 
@@ -112,7 +138,9 @@ class VideoAppender:
         return int(self.bytes_written + pending * avg)
 
     def close(self) -> None:
-        self._mux(self._stream.encode(None))
+        with _keep_thread_scheduling():
+            packets = self._stream.encode(None)
+        self._mux(packets)
         self._container.close()
 
     def discard(self) -> None:
