@@ -6,7 +6,7 @@ MKL workers, FFmpeg's frame-decoding threads (a dataset that decoded a frame in 
 whose threads do not exist in the copy), pyarrow's pool. A worker that touches a lock one of those
 threads held, or waits on a decoder thread, waits for ever and the loader with it. Seen here: a full
 ``pytest`` run hung with both workers of ``tests/data/test_windowed.py`` idle, one inside FFmpeg decoding,
-one inside pandas indexing (py-spy), and the two fresh-clone CI stalls before it were in the same process.
+one inside pandas indexing (py-spy).
 
 ``forkserver`` forks workers from a small server process that imported only ``FORKSERVER_PRELOAD`` and
 started no threads; datasets reach the workers pickled (``LeRobotDataset.__getstate__`` drops open files
