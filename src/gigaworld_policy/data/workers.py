@@ -6,7 +6,8 @@ MKL workers, FFmpeg's frame-decoding threads (a dataset that decoded a frame in 
 whose threads do not exist in the copy), pyarrow's pool. A worker that touches a lock one of those
 threads held, or waits on a decoder thread, waits for ever and the loader with it. Seen here: a full
 ``pytest`` run hung with both workers of ``tests/data/test_windowed.py`` idle, one inside FFmpeg decoding,
-one inside pandas indexing (py-spy).
+one inside pandas indexing (py-spy). That process had also been switched to SCHED_FIFO by SVT-AV1 earlier
+(data/video.py ``_keep_thread_scheduling``), which the workers inherited and which may have contributed.
 
 ``forkserver`` forks workers from a small server process that imported only ``FORKSERVER_PRELOAD`` and
 started no threads; datasets reach the workers pickled (``LeRobotDataset.__getstate__`` drops open files
