@@ -156,8 +156,23 @@ def test_atomic_finalize_and_abort(tmp_path: Path) -> None:
         w2.discard_episode()
         w2.finalize()
     assert len(open_dataset(root)) == 1
+    assert open_dataset(root).provenance is None  # no meta/provenance.json unless the writer is given one
     with pytest.raises(DatasetError, match="already exists"):
         LeRobotWriter(root, fps=10, robot_type="x", features=feats)
+
+
+def test_provenance_is_written_beside_lerobot_meta(tmp_path: Path) -> None:
+    root = tmp_path / "prov"
+    feats = {"action": {"dtype": "float32", "shape": [2], "names": None}}
+    w = LeRobotWriter(root, fps=10, robot_type="x", features=feats)
+    w.add_frame({"action": np.ones(2)}, task="t")
+    w.save_episode()
+    with pytest.raises(DatasetError, match="provenance is not JSON-serialisable"):
+        w.finalize(provenance={"action_noise": float("nan")})
+    assert not root.exists()  # nothing published, and the writer can still finish
+    w.finalize(provenance={"collector": "test", "seeds": [3, 5]})
+    assert open_dataset(root).provenance == {"collector": "test", "seeds": [3, 5]}
+    assert json.loads((root / "meta/info.json").read_text())["total_frames"] == 1
 
 
 def test_writer_rejects_bad_frames(tmp_path: Path) -> None:

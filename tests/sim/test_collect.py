@@ -21,6 +21,10 @@ def test_collect_metaworld_cli_writes_readable_dataset(tmp_path, capsys):
     assert item["observation.images.corner2"].shape == (32, 32, 3)
     assert item["observation.state"].shape == (4,) and item["action"].shape == (4,)
     assert item["task"] == "reach the goal position"
+    prov = ds.provenance
+    assert prov["collector"] == "gwp collect" and prov["env"] == "metaworld" and prov["action_noise"] == 0.0
+    assert prov["tasks"] == {"reach-v3": {"prompt": "reach the goal position", "attempts": 2, "seeds": [0, 1]}}
+    assert prov["cameras"] == ["corner2"] and prov["image_size"] == 32 and prov["video_codec"] == "libx264"
 
 
 def test_collect_aloha_api(tmp_path):

@@ -42,6 +42,8 @@ CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
+# not part of LeRobot v3.0 (its loaders ignore it): how the dataset was made, e.g. by `gwp collect`
+PROVENANCE_PATH = "meta/provenance.json"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -185,6 +187,9 @@ class LeRobotDataset:
         self.robot_type: str | None = self.info.get("robot_type")
         self.stats: dict[str, Any] | None = (load_json(self.root / STATS_PATH)
                                              if (self.root / STATS_PATH).is_file() else None)
+        # how the dataset was made (writer's ``finalize(provenance=...)``); None for datasets from elsewhere
+        self.provenance: dict[str, Any] | None = (load_json(self.root / PROVENANCE_PATH)
+                                                  if (self.root / PROVENANCE_PATH).is_file() else None)
         self.tasks = self._load_tasks()
         self._load_episodes()
         self.max_data_files = max_data_files

@@ -34,6 +34,7 @@ from gigaworld_policy.data.lerobot import (
     DEFAULT_VIDEO_FILE_SIZE_IN_MB,
     EPISODES_PATH,
     INFO_PATH,
+    PROVENANCE_PATH,
     STATS_PATH,
     TASKS_PATH,
     VIDEO_PATH,
@@ -250,8 +251,11 @@ class LeRobotWriter:
         return (c + 1, 0) if f + 1 >= self.chunks_size else (c, f + 1)
 
     # -- publishing -------------------------------------------------------------------------
-    def finalize(self) -> Path:
-        """Write meta/ and publish the dataset at ``root`` atomically. Returns ``root``."""
+    def finalize(self, provenance: dict[str, Any] | None = None) -> Path:
+        """Write meta/ and publish the dataset at ``root`` atomically. Returns ``root``.
+
+        ``provenance``: JSON-serialisable facts about how the data was made (collector, seeds, noise,
+        codec, ...), written to meta/provenance.json, outside LeRobot's own files."""
         if self._finalized:
             raise DatasetError(f"{self.root}: finalize() was already called")
         if self._buffer:
@@ -259,9 +263,16 @@ class LeRobotWriter:
                                f"or discard_episode() before finalize()")
         if not self.episodes:
             raise DatasetError(f"{self.root}: no episodes saved")
+        try:
+            provenance_text = None if provenance is None else json.dumps(provenance, indent=4, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{self.root}: provenance is not JSON-serialisable ({e})") from None
         self._flush_data()
         for app in self._videos.values():
             app.close()
+        if provenance_text is not None:
+            (self.tmp / "meta").mkdir(exist_ok=True)
+            (self.tmp / PROVENANCE_PATH).write_text(provenance_text)
         self._write_meta()
         self._publish()
         self._finalized = True

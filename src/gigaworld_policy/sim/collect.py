@@ -149,10 +149,13 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
     writer = None
     summary: dict[str, Any] = {"out_dir": str(out_dir), "env": env_name, "seed": seed, "image_size": image_size,
                                "action_noise": action_noise, "tasks": {}}
+    env_cameras: tuple[str, ...] = ()
+    kept_seeds: dict[str, list[int]] = {}
     bar = tqdm(total=episodes_per_task * len(task_list), desc=f"collect {env_name}", unit="ep", disable=not progress)
     try:
         for task in task_list:
             env = make_env(env_name, task, image_size=image_size, cameras=cameras, max_steps=max_steps)
+            env_cameras = env.cameras
             if writer is None:
                 writer = LeRobotWriter(out_dir, fps=round(env.fps), robot_type=env.robot_type,
                                        features=features_for(env), overwrite=overwrite, codec=codec)
@@ -162,6 +165,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
 
                 expert = AlohaEEEnv(env.task)
             kept = attempts = frames_total = 0
+            kept_seeds[task] = []
             while kept < episodes_per_task and attempts < max_attempts:
                 frames, ok = expert_episode(env, seed + attempts, steps_after_success, expert=expert,
                                             action_noise=action_noise)
@@ -172,6 +176,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
                 for f in frames:
                     writer.add_frame(f, task=env.prompt)
                 writer.save_episode()
+                kept_seeds[task].append(seed + attempts - 1)
                 kept += 1
                 frames_total += len(frames)
                 bar.update(1)
@@ -181,7 +186,8 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
             if kept < episodes_per_task:
                 bar.write(f"warning: {task}: only {kept}/{episodes_per_task} successful episodes in {attempts} attempts")
         assert writer is not None
-        writer.finalize()
+        writer.finalize(provenance=_provenance(summary, kept_seeds, episodes_per_task, env_cameras, writer.codec,
+                                               max_steps, steps_after_success))
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -192,6 +198,23 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
     summary["failed"] = sum(t["failed"] for t in summary["tasks"].values())
     summary["frames"] = sum(t["frames"] for t in summary["tasks"].values())
     return summary
+
+
+def _provenance(summary: dict[str, Any], kept_seeds: dict[str, list[int]], episodes_per_task: int,
+                cameras: tuple[str, ...], codec: str | None, max_steps: int | None,
+                steps_after_success: int) -> dict[str, Any]:
+    """What meta/provenance.json records: enough to tell how the data was made and to make it again
+    (``seeds``: each task's kept episodes in dataset order; failed attempts' seeds are skipped)."""
+    from gigaworld_policy import __version__
+    from gigaworld_policy.provenance import git_commit
+
+    return {"collector": "gwp collect", "gigaworld_policy": __version__, "commit": git_commit(),
+            "env": summary["env"],
+            "tasks": {t: {"prompt": v["prompt"], "attempts": v["attempts"], "seeds": kept_seeds[t]}
+                      for t, v in summary["tasks"].items()},
+            "episodes_per_task": episodes_per_task, "seed": summary["seed"], "image_size": summary["image_size"],
+            "cameras": list(cameras), "video_codec": codec, "max_steps": max_steps,
+            "steps_after_success": steps_after_success, "action_noise": summary["action_noise"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
