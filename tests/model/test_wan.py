@@ -351,6 +351,19 @@ def test_latent_cache_write_read(vae_dir: Path, tmp_path: Path) -> None:
         cache.get(0, 1, 13)
     with pytest.raises(LatentCacheError, match="stale"):
         LatentCache(root, expect_shape=[Z, 1, 2, 2])
+    # the VAE that wrote the cache: the same weights pass, other weights or another dtype are refused
+    cache.check_tokenizer(WanVAETokenizer.from_pretrained(vae_dir))
+    with pytest.raises(LatentCacheError, match=r"latent_cache\.json: written by another tokenizer"):
+        cache.check_tokenizer(WanVAETokenizer.from_pretrained(vae_dir, dtype=torch.bfloat16))
+    with torch.no_grad():
+        next(tok.vae.parameters()).view(-1)[0] += 1e-3
+    with pytest.raises(LatentCacheError, match="another tokenizer"):
+        cache.check_tokenizer(tok)
+    meta = json.loads((root / "latent_cache.json").read_text())
+    del meta["tokenizer"]
+    (root / "latent_cache.json").write_text(json.dumps(meta))
+    with pytest.raises(LatentCacheError, match="records no tokenizer fingerprint"):
+        LatentCache(root).check_tokenizer(tok)
 
 
 def test_loss_on_cached_wan_latents_equals_the_pixel_loss(wan_shaped_config, narrow_wan_vae, tmp_path: Path) -> None:

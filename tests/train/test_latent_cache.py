@@ -131,4 +131,11 @@ def test_cache_latents_then_train_on_them_without_encoding(tmp_path: Path, monke
     with pytest.raises(ValueError, match=r"needs data\.augment=false"):
         train(tiny_config("data.text_encoder=none"), [str(root)], 1, tmp_path / "aug", progress=False,
               latent_cache=[root / "gwp_latents"])
+    meta_file = root / "gwp_latents" / "latent_cache.json"
+    meta = json.loads(meta_file.read_text())
+    meta["tokenizer"]["sha256"] = "0" * 64  # as if another VAE had written it
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(LatentCacheError, match=r"latent_cache\.json: written by another tokenizer"):
+        train(tiny_config("data.text_encoder=none", NO_AUG), [str(root)], 1, tmp_path / "stale", progress=False,
+              latent_cache=[root / "gwp_latents"])
     capsys.readouterr()

@@ -9,16 +9,17 @@ yields those as ``latents`` instead of decoding pixels (``DataSource(latent_cach
 
 On disk, one directory per dataset (default ``<dataset>/gwp_latents``)::
 
-  latent_cache.json                       latent shape [C, 1 + f, h, w], dtype, tokenizer geometry, cached
-                                          episodes, and each source's window (WindowedDataset.window_spec)
+  latent_cache.json                       latent shape [C, 1 + f, h, w], dtype, tokenizer geometry and
+                                          weights fingerprint, cached episodes, and each source's window
+                                          (WindowedDataset.window_spec)
   source_SSS/episode_EEEEEE.safetensors   frames int64 [m] (anchor frames), latents [m, C, 1 + f, h, w]
 
 Legend: C latent channels, f future latent frames (0 for ``attention_mode=no_video``: the reference frame
 only, as the loss uses), h/w latent height/width, m anchor frames of one episode.
 
-The geometry is checked when a cache is opened (latent shape, window, episodes), a missing episode or frame
-when it is read; errors name the file. Not checked: which VAE weights wrote the latents (same shape,
-different checkpoint): rewrite the cache when the VAE changes.
+The geometry is checked when a cache is opened (latent shape, window, episodes), the tokenizer that wrote
+it when training starts (``LatentCache.check_tokenizer``: the SHA-256 of the VAE's weights, buffers and
+dtype, ``VideoTokenizer.fingerprint``), a missing episode or frame when it is read; errors name the file.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def write_latent_cache(dataset: Any, tokenizer: VideoTokenizer, out_dir: str | P
     flush()
     window_spec = getattr(dataset, "window_spec", None)
     meta = {"latent_shape": shape, "dtype": str(dtype).removeprefix("torch."),
+            "tokenizer": {"class": type(tokenizer).__name__, "sha256": tokenizer.fingerprint()},
             "latent_channels": tokenizer.latent_channels, "spatial_compression": tokenizer.spatial_compression,
             "temporal_compression": tokenizer.temporal_compression,
             "episodes": sorted([list(k) for k in written]),
@@ -154,6 +156,19 @@ class LatentCache:
             raise LatentCacheError(f"{self.meta_file}: latents have shape {self.meta['latent_shape']}, expected "
                                    f"{list(expect_shape)} [C, 1 + future latent frames, h, w] (stale cache?)")
         self._rows: dict[tuple[int, int], dict[int, int]] = {}
+
+    def check_tokenizer(self, tokenizer: VideoTokenizer) -> None:
+        """Refuse unless ``tokenizer`` (its class, weights, buffers and dtype) is the one that wrote the cache."""
+        rec = self.meta.get("tokenizer")
+        if not isinstance(rec, dict) or "sha256" not in rec:
+            raise LatentCacheError(f"{self.meta_file}: records no tokenizer fingerprint (written by an older "
+                                   "version); rewrite it with gwp cache-latents")
+        ours = tokenizer.fingerprint()
+        if rec["sha256"] != ours:
+            raise LatentCacheError(f"{self.meta_file}: written by another tokenizer ({rec.get('class')} "
+                                   f"sha256 {rec['sha256'][:12]}...) than this run's ({type(tokenizer).__name__} "
+                                   f"sha256 {ours[:12]}...: other VAE weights or dtype); rewrite it with "
+                                   "gwp cache-latents --vae <this run's VAE>")
 
     def check_dataset(self, window: dict[str, Any], episodes: Iterable[int], *, where: str) -> None:
         """Refuse unless this cache holds one dataset (source 0) read through ``window`` (the reader's

@@ -13,6 +13,8 @@ Latent frame 0 always holds the first pixel frame alone (Wan's causal VAE encode
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -30,6 +32,18 @@ class VideoTokenizer(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:  # [b, C, f, h, w] -> [b, n, 3, H, W]
         raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the class, and every parameter and buffer (persistent or not: name, dtype, shape,
+        bytes): equal fingerprints give equal latents. Recorded by the latent cache, so that latents written
+        by other VAE weights, or the same weights in another dtype, are refused."""
+        h = hashlib.sha256(type(self).__qualname__.encode())
+        named = sorted([*self.named_parameters(), *self.named_buffers()], key=lambda kv: kv[0])
+        for name, t in named:
+            t = t.detach().cpu().contiguous()
+            h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # no copy: the buffer itself
+        return h.hexdigest()
 
     def latent_frame_is_pad(self, frame_is_pad: torch.Tensor) -> torch.Tensor:
         """[b, n_future] pixel-frame padding flags -> [b, f_future] latent-frame flags.

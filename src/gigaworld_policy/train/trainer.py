@@ -363,7 +363,12 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
         norm_stats: dict[str, Any] = {"sources": []}
     else:
         sources = parse_sources(data_sources, weights, latent_cache)
-        train_ds, eval_ds = open_datasets(sources, cfg)
+        train_ds, eval_ds = open_datasets(sources, cfg)  # checks each latent cache's geometry
+        for src in sources:
+            if src.latent_cache is not None:  # ... and here that this run's VAE wrote it
+                from gigaworld_policy.data.latent_cache import LatentCache
+
+                LatentCache(src.latent_cache).check_tokenizer(trainer.model.video_tokenizer)
         split = split_episodes(train_ds, cfg.train.seed, holdout_episodes)
         provider = DatasetBatches(train_ds, split, cfg, rank=info.rank, world_size=info.world_size,
                                   grad_accum=grad_accum, num_workers=cfg.train.num_workers)
