@@ -2,6 +2,7 @@
 
 Synthetic batches from ``model.example_batch`` (no data loading), the real trainer step (forward,
 backward, clipping, AdamW, EMA). Reports the median of ``--steps`` timed steps after ``--warmup``.
+``--latents``: batches carry latents as from ``gwp cache-latents`` (the frozen VAE encoder leaves the step).
 CPU: ``gwp bench train --preset cpu-small``. GPUs (FSDP2 presets, one process per GPU)::
 
   torchrun --nproc_per_node 8 -m gigaworld_policy.cli bench train --preset wan2.2-5b --device cuda
@@ -34,17 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the result to this file")
     p.add_argument("--vae", default=None, help="Wan 2.2 VAE directory for wan2.2-vae presets (default: the "
                    "architecture with random weights; the VAE encodes every sample's frames inside the step)")
+    p.add_argument("--latents", action="store_true",
+                   help="batches carry latents, as with gwp train --latent-cache: the tokenizer (VAE) never runs")
 
 
-def time_train_steps(trainer: Trainer, steps: int, warmup: int) -> list[float]:
+def time_train_steps(trainer: Trainer, steps: int, warmup: int, latents: bool = False) -> list[float]:
     """Seconds per full trainer step (forward, backward, clip, AdamW, EMA) on synthetic batches, after
-    ``warmup`` untimed steps. Also what ``gwp demo`` uses to fit its schedule to a time budget."""
+    ``warmup`` untimed steps. Also what ``gwp demo`` uses to fit its schedule to a time budget.
+    ``latents``: cached-latent batches (no tokenizer in the step)."""
     import torch
 
     from gigaworld_policy.train.batches import SyntheticBatches
 
     cfg, info = trainer.cfg, trainer.info
-    batches = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=1, device=info.device)
+    batches = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=1, device=info.device,
+                               latents=latents)
     sync = torch.cuda.synchronize if info.device.type == "cuda" else (lambda: None)
     times = []
     for i, micro in enumerate(batches.steps(0, warmup + steps)):
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if info.world_size > 1:  # FSDP: local shards; count the global size
         n_params = sum(p.full_tensor().numel() if hasattr(p, "full_tensor") else p.numel()
                        for p in trainer.model.parameters())
-    times = time_train_steps(trainer, args.steps, args.warmup)
+    times = time_train_steps(trainer, args.steps, args.warmup, latents=args.latents)
     cuda = info.device.type == "cuda"
     step_s = statistics.median(times)
     b = cfg.train.batch_size
@@ -86,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
            "tokens_per_sample": tokens_per_sample, "parameters": n_params, "threads": torch.get_num_threads(),
            "step_s_median": step_s, "step_s_min": min(times), "samples_per_s": b / step_s,
            "tokens_per_s": b * tokens_per_sample / step_s, "strategy": "fsdp" if trainer.fsdp else "ddp/plain",
+           "inputs": "cached latents" if args.latents else "pixels (tokenizer in the step)",
            "git_commit": _commit()}
     if cuda:
         out["max_memory_gib_per_gpu"] = torch.cuda.max_memory_allocated() / 2**30

@@ -144,8 +144,14 @@ def validate(batch: Batch, cfg: ModelConfig, *, training: bool) -> int:
 
 
 def example_batch(cfg: ModelConfig, batch_size: int = 2, *, training: bool = True,
-                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Batch:
-    """Random but valid tensors in the documented layout (for tests, benchmarks, and learning the API)."""
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                  latents: bool = False) -> Batch:
+    """Random but valid tensors in the documented layout (for tests, benchmarks, and learning the API).
+
+    ``latents`` (training only): cached-latent batches, as the latent cache gives them: ``latents`` in place
+    of ``image`` and ``future_frames``."""
+    if latents and not training:
+        raise ValueError("example_batch: latents=True is a training batch (observations carry pixels)")
     g = generator
     b, d = batch_size, _dims(cfg)
     n_text = min(cfg.max_text_tokens, 8)
@@ -174,4 +180,8 @@ def example_batch(cfg: ModelConfig, batch_size: int = 2, *, training: bool = Tru
         if cfg.attention_mode != "no_video":
             out["future_frames"] = img(b, d["f"], 3, d["h"], d["w"])
             out["future_is_pad"] = torch.zeros(b, d["f"], dtype=torch.bool)
+        if latents:
+            del out["image"]
+            out.pop("future_frames", None)
+            out["latents"] = randn(b, cfg.latent_channels, 1 + cfg.future_latent_frames, *cfg.latent_hw)
     return {k: v.to(device) for k, v in out.items()}

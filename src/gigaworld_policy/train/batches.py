@@ -60,10 +60,13 @@ class DatasetBatches:
 
 
 class SyntheticBatches:
-    """``model.example_batch`` tensors seeded by (seed, step, global micro-batch index)."""
+    """``model.example_batch`` tensors seeded by (seed, step, global micro-batch index); ``latents``: batches
+    as the latent cache gives them (latents instead of pixels: the tokenizer never runs)."""
 
-    def __init__(self, cfg: Config, *, rank: int, world_size: int, grad_accum: int, device: torch.device) -> None:
+    def __init__(self, cfg: Config, *, rank: int, world_size: int, grad_accum: int, device: torch.device,
+                 latents: bool = False) -> None:
         self.cfg, self.rank, self.world_size, self.accum, self.device = cfg, rank, world_size, grad_accum, device
+        self.latents = latents
         self.micro = _micro(cfg.train.batch_size // world_size, grad_accum, "train.batch_size")
 
     def steps(self, start: int, stop: int) -> Iterator[list[Batch]]:
@@ -71,7 +74,7 @@ class SyntheticBatches:
             out = []
             for k in range(self.accum):
                 g = torch.Generator().manual_seed(derive_seed(self.cfg.train.seed, step, 4, self.rank * self.accum + k))
-                out.append(example_batch(self.cfg.model, self.micro, training=True, generator=g))
+                out.append(example_batch(self.cfg.model, self.micro, training=True, generator=g, latents=self.latents))
             yield out
 
     def sampler_state(self, next_step: int) -> dict[str, Any]:
