@@ -62,6 +62,13 @@ class ModelConfig:
     # (log2 of the spatial patch size), then a 1x1 conv to the model width. Empty: Wan's linear patch
     # embedding (the only choice for Wan-initialized models). For the pixel tokenizer only.
     patch_stem_channels: tuple[int, ...] = ()
+    # Spatial-softmax keypoints of the reference frame (Levine et al. 2016, "End-to-end training of deep
+    # visuomotor policies"; the image head of robomimic / Diffusion Policy): a small full-resolution conv net
+    # gives ``keypoints`` feature maps, a softmax over each map's positions gives its expected (x, y), and
+    # a linear layer (zero at init) adds the 2 * keypoints coordinates to the state token. Explicit image
+    # coordinates for small cues such as Meta-World's one-pixel reach goal. 0: off. Pixel tokenizer only.
+    keypoints: int = 0
+    keypoint_hidden: int = 32  # channels of the keypoint net's two 3x3 convs
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32
     num_future_frames: int = 2  # pixel frames predicted after the current one (paper: 4)
@@ -102,6 +109,11 @@ class ModelConfig:
                    "model.patch_stem_channels", f"needs square power-of-two patches with one entry per "
                    f"halving: patch {self.patch_size[1:]} and {len(self.patch_stem_channels)} entries")
             _check(all(int(c) > 0 for c in self.patch_stem_channels), "model.patch_stem_channels", "must be > 0")
+        _check(self.keypoints >= 0 and self.keypoint_hidden > 0, "model.keypoints",
+               f"keypoints must be >= 0 and keypoint_hidden > 0, got {self.keypoints} and {self.keypoint_hidden}")
+        if self.keypoints:
+            _check(self.video_tokenizer == "pixel", "model.keypoints",
+                   f"spatial-softmax keypoints are for the pixel tokenizer, not {self.video_tokenizer!r}")
         lh, lw = self.latent_hw
         _check(lh % self.patch_size[1] == 0 and lw % self.patch_size[2] == 0, "model.patch_size",
                f"latent size {lh}x{lw} is not divisible by patch {self.patch_size[1:]}")

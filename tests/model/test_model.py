@@ -4,6 +4,7 @@ invariants (mask, cache), an overfitting check, and input validation."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -415,3 +416,43 @@ def test_conv_patch_stem_trains_and_keeps_the_cache_exact() -> None:
         apply_overrides(get_preset("tiny"), ["model.patch_stem_channels=[8]"])  # one halving for an 8x8 patch
     with pytest.raises(ConfigError, match=r"model\.patch_stem_channels.*pixel tokenizer"):
         dataclasses.replace(get_preset("wan2.2-5b").model, patch_stem_channels=(16, 32))
+
+
+def test_spatial_keypoints_locate_a_pixel_and_feed_the_state_token() -> None:
+    """model.keypoints: expected (x, y) of each softmax map, in [-1, 1] along width and height; added to the
+    state token through a zero-initialized layer; trains; the prefix cache stays exact."""
+    from gigaworld_policy.model.transformer import SpatialKeypoints
+
+    sk = SpatialKeypoints(3, 4, 1, 2)
+    sk.net = torch.nn.Conv2d(3, 1, 1)  # the map is the red channel
+    with torch.no_grad():
+        sk.net.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+        sk.net.bias.zero_()
+        sk.log_temperature.fill_(math.log(0.01))
+        sk.proj.weight.copy_(torch.eye(2))
+        sk.proj.bias.zero_()
+    frame = torch.zeros(1, 3, 16, 32)
+    frame[0, 0, 5, 12] = 1.0  # a one-pixel red dot at row 5, column 12
+    torch.testing.assert_close(sk(frame), torch.tensor([[-1 + 2 * 12 / 31, -1 + 2 * 5 / 15]]), atol=1e-4, rtol=0)
+
+    cfg = apply_overrides(get_preset("tiny"), ["model.keypoints=4", "model.keypoint_hidden=8"])
+    fresh = WorldActionModel(cfg)
+    assert bool((fresh.keypoints.proj.weight == 0).all())  # a no-op at init: the plain model's outputs
+    model = randomize_zero_init(fresh).train()
+    out = model.compute_loss(model.example_batch(2, generator=gen(40)), generator=gen(41))
+    out["loss"].backward()
+    assert model.keypoints.net[0].weight.grad is not None and model.keypoints.net[0].weight.grad.abs().sum() > 0
+    model.eval()
+    obs = model.example_observation(2, generator=gen(42))
+    noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(43))
+    torch.testing.assert_close(model.predict_actions(obs, noise=noise, use_cache=True),
+                               model.predict_actions(obs, noise=noise, use_cache=False))
+    with_keypoints = model.predict_actions(obs, noise=noise, use_cache=True)
+    with torch.no_grad():
+        model.keypoints.proj.weight.zero_()
+        model.keypoints.proj.bias.zero_()
+    assert not torch.allclose(model.predict_actions(obs, noise=noise, use_cache=True), with_keypoints)
+    with pytest.raises(ConfigError, match=r"model\.keypoints.*pixel tokenizer"):
+        dataclasses.replace(get_preset("wan2.2-5b").model, keypoints=8)
+    with pytest.raises(ConfigError, match=r"model\.keypoints"):
+        apply_overrides(get_preset("tiny"), ["model.keypoints=-1"])

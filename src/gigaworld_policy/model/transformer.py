@@ -137,6 +137,28 @@ class EmbodimentMLP(nn.Module):
         return out
 
 
+class SpatialKeypoints(nn.Module):
+    """Reference frame [b, c, h, w] -> [b, out_dim]: conv features, a softmax over each of ``k`` maps'
+    positions, its expected (x, y) in [-1, 1], then a linear layer (zero at init). ``model.keypoints``."""
+
+    def __init__(self, in_channels: int, hidden: int, k: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, k, 1))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.proj = nn.Linear(2 * k, out_dim)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        maps = self.net(frame)  # [b, k, h, w]
+        h, w = maps.shape[-2:]
+        attn = torch.softmax(maps.flatten(2).float() / self.log_temperature.float().exp(), dim=-1)  # [b, k, hw]
+        ys = torch.linspace(-1.0, 1.0, h, device=frame.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=frame.device)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(h * w, 2)  # (x, y) per position
+        coords = (attn @ grid).flatten(1)  # [b, 2k]: x0, y0, x1, y1, ...
+        return self.proj(coords.to(frame.dtype))
+
+
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[2i], x[2i+1]) by per-token angles (Wan's RoPE convention).
 
@@ -284,6 +306,8 @@ class WorldActionTransformer(nn.Module):
         self.action_decoder = EmbodimentMLP(E, Da, hid, cfg.action_dim)
         self.action_norm_out = FP32LayerNorm(Da, cfg.eps, elementwise_affine=False)
         self.action_out_modulation = nn.Linear(D, 2 * Da)
+        self.keypoints = (SpatialKeypoints(cfg.latent_channels, cfg.keypoint_hidden, cfg.keypoints, Da)
+                          if cfg.keypoints else None)
         self._init_new_modules()
         self._build_rope_tables()
 
@@ -295,6 +319,9 @@ class WorldActionTransformer(nn.Module):
             nn.init.zeros_(mlp[-1].bias)
         nn.init.zeros_(self.action_out_modulation.weight)
         nn.init.zeros_(self.action_out_modulation.bias)
+        if self.keypoints is not None:  # starts as a no-op on the state token
+            nn.init.zeros_(self.keypoints.proj.weight)
+            nn.init.zeros_(self.keypoints.proj.bias)
 
     def _build_rope_tables(self, device: torch.device | str | None = None) -> None:
         """Forget cached RoPE tables; they are rebuilt on first use on the model's device.
@@ -400,8 +427,11 @@ class WorldActionTransformer(nn.Module):
             state = torch.zeros_like(state)
         state, reference_latents, text = state.to(wd), reference_latents.to(wd), text.to(wd)
         zero = self.time_embedding(torch.zeros(b, device=state.device, dtype=state.dtype))
+        state_token = self.state_encoder(state[:, None], embodiment_id, ids)  # [b, 1, Da]
+        if self.keypoints is not None:
+            state_token = state_token + self.keypoints(reference_latents[:, :, 0])[:, None]
         prefix = [
-            self.make_tokens(STATE, self.state_encoder(state[:, None], embodiment_id, ids), zero),
+            self.make_tokens(STATE, state_token, zero),
             self.make_tokens(REFERENCE, self.embed_latents(reference_latents), zero),
         ]
         ctx = Context(embodiment_id=embodiment_id, text=self.condition_embedder.text_embedder(text),
