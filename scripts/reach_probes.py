@@ -7,6 +7,8 @@
                        (VARIANT: plain, big-goal or goal-state, as the policy was trained; scripts/goal_diagnostics.py)
   trainseeds RUN       reach-v3 closed-loop success on the collection seeds 0-19 (the training layouts)
   codec DATA           reach-v3: decoded first frames of episodes 0-2 against fresh renders of their seeds
+  keypoints RUN        reach-v3, a run with model.keypoints: how well each keypoint's image position on the
+                       first frame follows the goal (R^2 of a linear fit from the goal's xyz, 32 evaluation layouts)
 
     OMP_NUM_THREADS=1 python scripts/reach_probes.py loss study/r_biggoal/run study/r_biggoal/data
 """
@@ -88,7 +90,34 @@ def codec_error(data: str) -> None:
     env.close()
 
 
-COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error}
+def keypoint_tracking(run: str) -> None:
+    from gigaworld_policy.policy import Policy
+    from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
+
+    policy = Policy.from_checkpoint(run)
+    net = policy.model.keypoints
+    if net is None:
+        sys.exit(f"{run}: trained without model.keypoints")
+    env = MetaWorldEnv("reach-v3", 64, ("corner2",))
+    spec = next(iter(policy.robots.values()))
+    coords, goals = [], []
+    with torch.no_grad():
+        for seed in range(1_000_000, 1_000_032):
+            obs = env.reset(seed)
+            batch = policy._preprocess(spec, obs.images, obs.state.astype(np.float64))
+            coords.append(net.coordinates(batch["image"])[0].numpy())  # [k, 2]
+            goals.append(env._env._target_pos.copy())
+    env.close()
+    c, g = np.array(coords), np.c_[np.array(goals), np.ones(len(goals))]  # [n, k, 2], [n, 4]
+    for j in range(c.shape[1]):
+        fit = np.linalg.lstsq(g, c[:, j], rcond=None)[0]
+        r2 = 1 - ((c[:, j] - g @ fit) ** 2).sum(0) / ((c[:, j] - c[:, j].mean(0)) ** 2).sum(0)
+        print(f"keypoint {j:2d}: mean (x, y) = ({c[:, j, 0].mean():+.2f}, {c[:, j, 1].mean():+.2f}), "
+              f"spread {c[:, j].std(0).round(3).tolist()}, R^2 from goal xyz: x {r2[0]:.2f}, y {r2[1]:.2f}")
+
+
+COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
+            "keypoints": keypoint_tracking}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:

@@ -148,15 +148,18 @@ class SpatialKeypoints(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
         self.proj = nn.Linear(2 * k, out_dim)
 
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+    def coordinates(self, frame: torch.Tensor) -> torch.Tensor:
+        """[b, c, h, w] -> [b, k, 2]: each map's expected (x, y), -1 at the left/top edge, 1 at the right/bottom."""
         maps = self.net(frame)  # [b, k, h, w]
         h, w = maps.shape[-2:]
         attn = torch.softmax(maps.flatten(2).float() / self.log_temperature.float().exp(), dim=-1)  # [b, k, hw]
         ys = torch.linspace(-1.0, 1.0, h, device=frame.device)
         xs = torch.linspace(-1.0, 1.0, w, device=frame.device)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(h * w, 2)  # (x, y) per position
-        coords = (attn @ grid).flatten(1)  # [b, 2k]: x0, y0, x1, y1, ...
-        return self.proj(coords.to(frame.dtype))
+        return attn @ grid
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.coordinates(frame).flatten(1).to(frame.dtype))  # x0, y0, x1, y1, ...
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
