@@ -428,7 +428,7 @@ def test_spatial_keypoints_locate_a_pixel_and_feed_the_state_token() -> None:
     with torch.no_grad():
         sk.net.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
         sk.net.bias.zero_()
-        sk.log_temperature.fill_(math.log(0.01))
+        sk.log_sharpness.fill_(math.log(2.0))
         sk.proj.weight.copy_(torch.eye(2))
         sk.proj.bias.zero_()
     frame = torch.zeros(1, 3, 16, 32)
@@ -438,6 +438,8 @@ def test_spatial_keypoints_locate_a_pixel_and_feed_the_state_token() -> None:
     cfg = apply_overrides(get_preset("tiny"), ["model.keypoints=4", "model.keypoint_hidden=8"])
     fresh = WorldActionModel(cfg)
     assert bool((fresh.keypoints.proj.weight == 0).all())  # a no-op at init: the plain model's outputs
+    # ... but its keypoints already sit somewhere: a flat softmax would leave them all at the centre for good
+    assert float(fresh.keypoints.coordinates(fresh.example_observation(4, generator=gen(44))["image"]).abs().max()) > 0.1
     model = randomize_zero_init(fresh).train()
     out = model.compute_loss(model.example_batch(2, generator=gen(40)), generator=gen(41))
     out["loss"].backward()
