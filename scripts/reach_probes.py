@@ -113,7 +113,8 @@ def keypoint_tracking(run: str) -> None:
         fit = np.linalg.lstsq(g, c[:, j], rcond=None)[0]
         r2 = 1 - ((c[:, j] - g @ fit) ** 2).sum(0) / ((c[:, j] - c[:, j].mean(0)) ** 2).sum(0)
         print(f"keypoint {j:2d}: mean (x, y) = ({c[:, j, 0].mean():+.2f}, {c[:, j, 1].mean():+.2f}), "
-              f"spread {c[:, j].std(0).round(3).tolist()}, R^2 from goal xyz: x {r2[0]:.2f}, y {r2[1]:.2f}")
+              f"spread ({c[:, j, 0].std():.3f}, {c[:, j, 1].std():.3f}), R^2 from goal xyz: x {r2[0]:.2f}, "
+              f"y {r2[1]:.2f}")
 
 
 COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
