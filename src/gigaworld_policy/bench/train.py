@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from typing import TYPE_CHECKING
+
+from gigaworld_policy.provenance import git_commit
 
 if TYPE_CHECKING:
     from gigaworld_policy.train.trainer import Trainer
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
            "step_s_median": step_s, "step_s_min": min(times), "samples_per_s": b / step_s,
            "tokens_per_s": b * tokens_per_sample / step_s, "strategy": "fsdp" if trainer.fsdp else "ddp/plain",
            "inputs": "cached latents" if args.latents else "pixels (tokenizer in the step)",
-           "git_commit": _commit()}
+           "git_commit": git_commit()}
     if cuda:
         out["max_memory_gib_per_gpu"] = torch.cuda.max_memory_allocated() / 2**30
         flops = 6.0 * n_params * b * tokens_per_sample / step_s
@@ -105,10 +106,3 @@ def run(args: argparse.Namespace) -> int:
     shutdown_distributed()
     return 0
 
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
