@@ -30,6 +30,7 @@ class DemoSettings:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     episodes: int = 25  # demonstrations per task
     action_noise: float = 0.0  # DART-style noise on the expert's executed actions (sim/collect.py)
+    start_jitter: float = 0.0  # scattered hand starts of the demonstrations, metres per axis (sim/collect.py)
     vcodec: str | None = None  # video encoder of the collected dataset (None: H.264 4:2:0; data/video.py)
     train_minutes: float = 25.0
     max_steps: int | None = None  # training steps; None: as many as fit train_minutes (fit_steps_to_budget)
@@ -75,7 +76,8 @@ def run_demo(s: DemoSettings) -> Path:
         from gigaworld_policy.sim.collect import collect
 
         return collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
-                       cameras=s.cameras, overwrite=True, action_noise=s.action_noise, codec=s.vcodec)
+                       cameras=s.cameras, overwrite=True, action_noise=s.action_noise, codec=s.vcodec,
+                       start_jitter=s.start_jitter)
 
     def train_stage() -> dict[str, Any]:
         from gigaworld_policy.train import train
@@ -226,6 +228,8 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
              f"and discarded, {collected.get('frames')} frames ({collected.get('stage_seconds')} s)"
              + (f"; executed actions perturbed by N(0, {collected['action_noise']}) on xyz, labels the expert's"
                 if collected.get("action_noise") else "")
+             + (f"; hand starts scattered by up to {collected['start_jitter']} m per axis"
+                if collected.get("start_jitter") else "")
              + (f"; videos encoded with {s.vcodec}" if s.vcodec else ""), "",
              "## Training", ""]
     plan = trained.get("planned_steps", {})
@@ -279,6 +283,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=d.episodes, help="expert demonstrations per task")
     p.add_argument("--action-noise", type=float, default=d.action_noise,
                    help="std of noise on the expert's executed xyz actions while collecting (DART-style)")
+    p.add_argument("--start-jitter", type=float, default=d.start_jitter,
+                   help="start each demonstration's hand up to this many metres per axis from the task's start")
     p.add_argument("--vcodec", default=None, choices=list(VIDEO_CODECS),
                    help="video encoder of the collected data (default libx264 4:2:0; libx264rgb: lossless)")
     p.add_argument("--train-minutes", type=float, default=d.train_minutes, help="training wall-clock budget")
@@ -298,6 +304,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     s = DemoSettings(out=args.out, preset=args.preset, tasks=tuple(t for t in args.tasks.split(",") if t),
                      episodes=args.episodes, action_noise=args.action_noise, vcodec=args.vcodec,
+                     start_jitter=args.start_jitter,
                      train_minutes=args.train_minutes, max_steps=args.max_steps,
                      eval_episodes=args.eval_episodes, eval_max_steps=args.eval_max_steps,
                      replan_every=args.replan_every, image_size=args.image_size,

@@ -80,6 +80,42 @@ def test_action_noise_executes_perturbed_actions_and_records_the_experts(monkeyp
         collect("metaworld", ["reach-v3"], 1, "unused", action_noise=-1.0, progress=False)
 
 
+def test_start_jitter_scatters_hand_starts_and_keeps_the_layout(tmp_path):
+    from gigaworld_policy.sim.collect import expert_episode
+    from gigaworld_policy.sim.envs import make_env
+
+    env = make_env("metaworld", "reach-v3", image_size=16)
+    goal = lambda: env.expert_state()[-3:].copy()  # noqa: E731
+    fixed, goals = [], []
+    for s in range(4):
+        fixed.append(env.reset(s).state[:3])
+        goals.append(goal())
+    jittered, ok = [], []
+    for s in range(4):
+        frames, success = expert_episode(env, seed=s, start_jitter=0.1)
+        ok.append(success)
+        jittered.append(frames[0]["observation.state"][:3])
+        env.reset(s, hand_offset=np.full(3, 0.05))
+        np.testing.assert_allclose(goal(), goals[s])  # the layout is the seed's, whatever the start
+    again, _ = expert_episode(env, seed=2, start_jitter=0.1)
+    after = env.reset(0).state[:3]
+    with pytest.raises(SimError, match="hand_offset"):
+        env.reset(0, hand_offset=[0.1, 0.1])
+    env.close()
+    assert all(ok)
+    assert np.ptp(np.stack(fixed), axis=0).max() < 1e-3  # the task's own start: the same every seed
+    offsets = np.stack(jittered) - fixed[0]
+    assert np.all(np.abs(offsets) < 0.1 + 0.01) and np.ptp(offsets, axis=0).min() > 0.02  # scattered, in range
+    np.testing.assert_array_equal(again[0]["observation.state"][:3], jittered[2])  # drawn from the seed
+    np.testing.assert_allclose(after, fixed[0], atol=1e-3)  # a plain reset starts at the task's start again
+    summary = collect("metaworld", ["reach-v3"], 1, tmp_path / "j", image_size=16, start_jitter=0.1, progress=False)
+    assert summary["start_jitter"] == 0.1 and data.open_dataset(tmp_path / "j").provenance["start_jitter"] == 0.1
+    with pytest.raises(SimError, match="start_jitter"):
+        collect("aloha", ["TransferCube"], 1, "unused", start_jitter=0.1, progress=False)
+    with pytest.raises(SimError, match="start_jitter"):
+        collect("metaworld", ["reach-v3"], 1, "unused", start_jitter=-0.1, progress=False)
+
+
 @pytest.mark.parametrize("failures, retries", [(1, 1), (2, 1)], ids=["recovers", "gives-up"])
 def test_collect_retries_a_failed_video_encode_deterministically(tmp_path, monkeypatch, failures, retries):
     """An encoder/muxer fault (seen with libsvtav1 under load) re-runs the seeded collection; a second

@@ -15,6 +15,12 @@ Gaussian noise (std ``action_noise`` on the xyz dims, clipped to the action boun
 alone) while the frame records the expert's clean action for the state it saw. Demonstrations then cover
 states off the expert's path, labelled with the correction, and the hand's path stops being a perfect
 proxy for the goal (on reach this did not raise success, docs/results.md).
+
+``start_jitter`` (Meta-World): each episode starts the hand at the task's start plus an offset drawn
+uniformly from [-start_jitter, start_jitter] metres per axis (from the episode's seed; the layout is
+unchanged). With the fixed start, the hand's position part-way along a demonstration tells where the
+goal is, which a policy can learn in place of reading the goal from the image; from scattered starts it
+cannot. Evaluation always starts from the task's own start, which lies inside the jittered range.
 """
 
 from __future__ import annotations
@@ -44,13 +50,17 @@ def features_for(env: Any) -> dict[str, dict[str, Any]]:
 
 
 def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: Any = None,
-                   action_noise: float = 0.0) -> tuple[list[dict[str, np.ndarray]], bool]:
+                   action_noise: float = 0.0, start_jitter: float = 0.0) -> tuple[list[dict[str, np.ndarray]], bool]:
     """Run the scripted expert for one episode; returns (frames, success). Frames hold the observation
     before each action and that action. Recording stops ``steps_after_success`` steps after success.
-    ``action_noise``: see the module docstring (Meta-World only; the noise is drawn from ``seed``)."""
-    check_action_noise(env.env_name, action_noise)
+    ``action_noise``, ``start_jitter``: see the module docstring (Meta-World only; drawn from ``seed``)."""
+    check_metaworld_only(env.env_name, action_noise, start_jitter)
     frames: list[dict[str, np.ndarray]] = []
-    obs = env.reset(seed)
+    if start_jitter > 0:
+        offset = np.random.default_rng([seed, 0x6A6974]).uniform(-start_jitter, start_jitter, 3)
+        obs = env.reset(seed, hand_offset=offset)
+    else:
+        obs = env.reset(seed)
     rng = np.random.default_rng([seed, 0x6E6F6973])
     if env.env_name == "metaworld":
         from gigaworld_policy.sim.experts import MetaWorldExpert
@@ -85,19 +95,24 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: A
     return frames, success_at is not None
 
 
-def check_action_noise(env_name: str, action_noise: float) -> None:
-    if not action_noise >= 0:
-        raise SimError(f"action_noise: must be >= 0, got {action_noise}")
+def check_metaworld_only(env_name: str, action_noise: float, start_jitter: float) -> None:
+    """Refuse the Meta-World-only collection options elsewhere, and negative ones."""
+    for name, value in (("action_noise", action_noise), ("start_jitter", start_jitter)):
+        if not value >= 0:
+            raise SimError(f"{name}: must be >= 0, got {value}")
     if action_noise > 0 and env_name != "metaworld":
         raise SimError(f"action_noise: only Meta-World experts act on the live state; the {env_name} expert "
                        "replays a fixed trajectory, which injected noise would break")
+    if start_jitter > 0 and env_name != "metaworld":
+        raise SimError(f"start_jitter: only Meta-World starts the hand at a settable pose; the {env_name} expert "
+                       "replays a trajectory planned from the fixed start")
 
 
 def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int = 0,
             image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
             steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
             progress: bool = True, encode_retries: int = 1, codec: str | None = None,
-            action_noise: float = 0.0) -> dict[str, Any]:
+            action_noise: float = 0.0, start_jitter: float = 0.0) -> dict[str, Any]:
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
@@ -108,8 +123,9 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     the failed attempt's files are discarded, nothing of it reaches ``out_dir``. ``codec``: the video
     encoder (None: H.264; "libsvtav1" for AV1, see data/video.py ``pick_video_codec``). ``action_noise``:
     DART-style noise on the executed actions (module docstring); labels stay the expert's.
+    ``start_jitter``: scattered hand starts (module docstring).
     """
-    check_action_noise(env_name, action_noise)
+    check_metaworld_only(env_name, action_noise, start_jitter)
     from gigaworld_policy.data import VideoEncodeError
 
     t0 = time.perf_counter()
@@ -117,7 +133,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
         try:
             summary = _collect_once(env_name, tasks, episodes_per_task, out_dir, seed, image_size, cameras, max_steps,
                                     steps_after_success, max_attempts_factor, overwrite, progress, codec,
-                                    action_noise)
+                                    action_noise, start_jitter)
         except VideoEncodeError as e:
             if retry == encode_retries:
                 raise
@@ -133,7 +149,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
 def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int,
                   image_size: int, cameras: tuple[str, ...] | None, max_steps: int | None, steps_after_success: int,
                   max_attempts_factor: int, overwrite: bool, progress: bool, codec: str | None,
-                  action_noise: float) -> dict[str, Any]:
+                  action_noise: float, start_jitter: float) -> dict[str, Any]:
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
@@ -148,7 +164,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
                        "so they never overlap evaluation seeds")
     writer = None
     summary: dict[str, Any] = {"out_dir": str(out_dir), "env": env_name, "seed": seed, "image_size": image_size,
-                               "action_noise": action_noise, "tasks": {}}
+                               "action_noise": action_noise, "start_jitter": start_jitter, "tasks": {}}
     env_cameras: tuple[str, ...] = ()
     kept_seeds: dict[str, list[int]] = {}
     bar = tqdm(total=episodes_per_task * len(task_list), desc=f"collect {env_name}", unit="ep", disable=not progress)
@@ -168,7 +184,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
             kept_seeds[task] = []
             while kept < episodes_per_task and attempts < max_attempts:
                 frames, ok = expert_episode(env, seed + attempts, steps_after_success, expert=expert,
-                                            action_noise=action_noise)
+                                            action_noise=action_noise, start_jitter=start_jitter)
                 attempts += 1
                 if not ok:
                     bar.set_postfix(task=task, failed=attempts - kept)
@@ -214,7 +230,8 @@ def _provenance(summary: dict[str, Any], kept_seeds: dict[str, list[int]], episo
                       for t, v in summary["tasks"].items()},
             "episodes_per_task": episodes_per_task, "seed": summary["seed"], "image_size": summary["image_size"],
             "cameras": list(cameras), "video_codec": codec, "max_steps": max_steps,
-            "steps_after_success": steps_after_success, "action_noise": summary["action_noise"]}
+            "steps_after_success": steps_after_success, "action_noise": summary["action_noise"],
+            "start_jitter": summary["start_jitter"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action-noise", type=float, default=0.0,
                         help="Meta-World: std of Gaussian noise added to the executed xyz actions (labels stay "
                              "the expert's; DART-style)")
+    parser.add_argument("--start-jitter", type=float, default=0.0,
+                        help="Meta-World: start each episode's hand up to this many metres (per axis, uniform) "
+                             "from the task's start, so the hand's path stops giving the goal away")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -247,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
         summary = collect(args.env, args.tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
                           cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                           steps_after_success=args.steps_after_success, overwrite=args.overwrite,
-                          codec=args.vcodec, action_noise=args.action_noise)
+                          codec=args.vcodec, action_noise=args.action_noise,
+                          start_jitter=args.start_jitter)
     except SimError as e:
         raise SystemExit(f"gwp collect: {e}") from None
     print(json.dumps(summary, indent=2))

@@ -154,13 +154,25 @@ class MetaWorldEnv:
         self._full_obs: np.ndarray | None = None
         self._steps = 0
         self.seed: int | None = None
+        self.hand_init_pos = np.array(env.hand_init_pos, dtype=np.float64)  # the task's own start, restored after reset
 
     # -- episode ---------------------------------------------------------------------------
-    def reset(self, seed: int) -> Observation:
+    def reset(self, seed: int, hand_offset: np.ndarray | None = None) -> Observation:
+        """Reset to the layout of ``seed``. ``hand_offset`` (xyz metres, collection only) starts the hand
+        that far from the task's own start for this episode; the next reset without it starts there again."""
         env = self._env
-        env.seed(int(seed))  # re-seeds env.np_random: layout is a function of the seed alone
-        env._did_see_sim_exception = False  # Meta-World never clears it: a re-used env would stay stuck
-        obs, _ = env.reset()
+        if hand_offset is not None:
+            offset = np.asarray(hand_offset, dtype=np.float64)
+            if offset.shape != (3,) or not np.isfinite(offset).all():
+                raise SimError(f"metaworld/{self.task}: hand_offset must be 3 finite numbers (xyz metres), "
+                               f"got {hand_offset!r}")
+            env.hand_init_pos = self.hand_init_pos + offset
+        try:
+            env.seed(int(seed))  # re-seeds env.np_random: layout is a function of the seed alone
+            env._did_see_sim_exception = False  # Meta-World never clears it: a re-used env would stay stuck
+            obs, _ = env.reset()
+        finally:
+            env.hand_init_pos = self.hand_init_pos.copy()
         self._full_obs = obs
         self._steps = 0
         self.seed = int(seed)
