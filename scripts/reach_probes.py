@@ -7,6 +7,9 @@
                        (VARIANT: plain, big-goal or goal-state, as the policy was trained; scripts/goal_diagnostics.py)
   trainseeds RUN       reach-v3 closed-loop success on the collection seeds 0-19 (the training layouts)
   codec DATA           reach-v3: decoded first frames of episodes 0-2 against fresh renders of their seeds
+  endpoints RUN        reach-v3: where the hand ends after 200 closed-loop steps (re-planning every 8) on 16
+                       evaluation layouts: spread of end points and goals per axis, their correlation, the
+                       median end-goal distance (success needs < 0.05 m)
   keypoints RUN        reach-v3, a run with model.keypoints: how well each keypoint's image position on the
                        first frame follows the goal (R^2 of a linear fit from the goal's xyz, 32 evaluation layouts)
 
@@ -77,6 +80,30 @@ def train_seeds(run: str) -> None:
     print({k: result[k] for k in ("eval_seeds", "mean_success", "pooled_ci95")})
 
 
+def end_points(run: str) -> None:
+    from gigaworld_policy.policy import Policy
+    from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
+
+    policy = Policy.from_checkpoint(run)
+    env = MetaWorldEnv("reach-v3", 64, ("corner2",))
+    ends, goals = [], []
+    for seed in range(1_000_000, 1_000_016):
+        obs = env.reset(seed)
+        for _ in range(25):
+            for a in np.asarray(policy.infer(obs.to_policy_obs(), seed=0)["actions"])[:8]:
+                obs = env.step(a).obs
+        ends.append(obs.state[:3])
+        goals.append(env._env._target_pos.copy())
+    env.close()
+    e, g = np.array(ends), np.array(goals)
+    corr = [round(float(np.corrcoef(e[:, i], g[:, i])[0, 1]), 2) for i in range(3)]
+    print(f"end points: mean x/y/z = {np.round(e.mean(0), 3).tolist()} m, spread (std, cm) = "
+          f"{np.round(100 * e.std(0).astype(float), 1).tolist()}; "
+          f"goals: spread (std, cm) = {np.round(100 * g.std(0), 1).tolist()}")
+    print(f"corr(end point, goal) x/y/z = {corr}; median end-goal distance "
+          f"{100 * np.median(np.linalg.norm(e - g, axis=1)):.1f} cm")
+
+
 def codec_error(data: str) -> None:
     from gigaworld_policy.data.lerobot import LeRobotDataset
     from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
@@ -117,7 +144,7 @@ def keypoint_tracking(run: str) -> None:
               f"y {r2[1]:.2f}")
 
 
-COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
+COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error, "endpoints": end_points,
             "keypoints": keypoint_tracking}
 
 if __name__ == "__main__":
