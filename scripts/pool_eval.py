@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from gigaworld_policy.sim.common import wilson_interval
 
@@ -21,7 +22,8 @@ def main(paths: list[str]) -> None:
     for path in paths:
         with open(path) as f:
             report = json.load(f)
-        checkpoints.add(report["checkpoint"])
+        checkpoint = report.get("checkpoint") or Path(path).resolve().parent.parent / "run"
+        checkpoints.add(str(Path(checkpoint).resolve()))
         for task, r in report["per_task"].items():
             seen = tasks.setdefault(task, {})
             for seed, ok in zip(r["seeds"], r["episode_success"], strict=True):

@@ -94,7 +94,8 @@ def run_demo(s: DemoSettings) -> Path:
         policy = Policy.from_checkpoint(run_dir)
         return evaluate(policy, "metaworld", list(s.tasks), s.eval_episodes, seed=s.seed,
                         replan_every=s.replan_every, out_dir=s.out / "eval", image_size=s.image_size,
-                        cameras=s.cameras, max_steps=s.eval_max_steps, video=True, extra={"policy": f"{s.preset} (EMA)"})
+                        cameras=s.cameras, max_steps=s.eval_max_steps, video=True,
+                        extra={"policy": f"{s.preset} (EMA)", "checkpoint": str(run_dir)})
 
     def latency_stage() -> dict[str, Any]:
         from gigaworld_policy.bench.latency import run_latency

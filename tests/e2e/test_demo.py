@@ -27,6 +27,7 @@ def test_demo_pipeline_writes_every_artifact(tmp_path: Path) -> None:
     assert stages == {"collect", "train", "evaluate", "latency", "imagine"}
     ev = json.loads((s.out / "eval" / "report.json").read_text())
     assert set(ev["success"]) == {"reach-v3"} and 0.0 <= ev["mean_success"] <= 1.0
+    assert ev["checkpoint"] == str(s.out / "run")  # what scripts/pool_eval.py groups reports by
     info = json.loads((s.out / "data" / "meta" / "info.json").read_text())
     assert [k for k in info["features"] if k.startswith("observation.images.")] == ["observation.images.corner"]
     videos = list((s.out / "eval" / "videos").glob("*.mp4"))
