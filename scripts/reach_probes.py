@@ -10,6 +10,12 @@
   endpoints RUN        reach-v3: where the hand ends after 200 closed-loop steps (re-planning every 8) on 16
                        evaluation layouts: spread of end points and goals per axis, their correlation, the
                        median end-goal distance (success needs < 0.05 m)
+  goalreg SIZE HEAD N [STEPS]
+                       no policy: can a small conv net trained from scratch read reach-v3's goal from one
+                       SIZExSIZE corner2 frame? Supervised regression of the goal xyz from N layouts (seeds
+                       0..N-1), AdamW 1e-3, batch 32, STEPS steps (1500); HEAD "cnn" (stride-2 convs, MLP)
+                       or "ssm" (the policy's model.keypoints head: 16 spatial-softmax keypoints, linear); held-out error on 200
+                       evaluation layouts, printed every 1,000 steps and at the end
   keypoints RUN        reach-v3, a run with model.keypoints: how well each keypoint's image position on the
                        first frame follows the goal (R^2 of a linear fit from the goal's xyz, 32 evaluation layouts)
 
@@ -104,6 +110,62 @@ def end_points(run: str) -> None:
           f"{100 * np.median(np.linalg.norm(e - g, axis=1)):.1f} cm")
 
 
+def goal_regression(size: str, head: str, n: str, steps: str = "1500") -> None:
+    from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
+
+    px, n_train, n_steps = int(size), int(n), int(steps)
+    torch.manual_seed(0)
+    env = MetaWorldEnv("reach-v3", px, ("corner2",))
+
+    def layouts(seeds: range) -> tuple[torch.Tensor, torch.Tensor]:
+        images, goals = [], []
+        for seed in seeds:
+            images.append(env.reset(seed).images["corner2"])
+            goals.append(env._env._target_pos.copy())
+        x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return x, torch.tensor(np.stack(goals)).float()
+
+    x_test, y_test = layouts(range(1_000_000, 1_000_200))
+    x_train, y_train = layouts(range(n_train))
+    env.close()
+    mu, sd = y_test.mean(0), y_test.std(0)
+    if head == "ssm":
+        from gigaworld_policy.model.transformer import SpatialKeypoints
+
+        net = SpatialKeypoints(3, 32, 16, 3)  # the policy's model.keypoints head, here with the goal as its output
+    elif head == "cnn":
+        layers, ch, res = [torch.nn.Conv2d(3, 32, 3, 2, 1), torch.nn.GELU()], 32, px // 2
+        while res > 8:
+            layers += [torch.nn.Conv2d(ch, min(2 * ch, 128), 3, 2, 1), torch.nn.GELU()]
+            ch, res = min(2 * ch, 128), res // 2
+        net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(ch * res * res, 256), torch.nn.GELU(),
+                                  torch.nn.Linear(256, 3))
+    else:
+        sys.exit(f"HEAD: cnn or ssm, got {head!r}")
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-4)
+
+    def report(step: int) -> None:
+        with torch.no_grad():
+            fit, pred = net(x_train[:200]) * sd + mu, net(x_test) * sd + mu
+
+        def r2(p: torch.Tensor, y: torch.Tensor) -> list[float]:
+            r = 1 - ((p - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+            return [round(float(v), 2) for v in r]
+
+        print(f"{px}px {head} N={n_train} step {step}: R^2 x/y/z on training layouts {r2(fit, y_train[:200])}, "
+              f"held out {r2(pred, y_test)}; held-out median error "
+              f"{100 * (pred - y_test).norm(dim=1).median().item():.1f} cm", flush=True)
+
+    for step in range(1, n_steps + 1):
+        i = torch.randint(0, n_train, (32,))
+        loss = ((net(x_train[i]) - (y_train[i] - mu) / sd) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 1000 == 0 or step == n_steps:
+            report(step)
+
+
 def codec_error(data: str) -> None:
     from gigaworld_policy.data.lerobot import LeRobotDataset
     from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
@@ -144,7 +206,7 @@ def keypoint_tracking(run: str) -> None:
               f"y {r2[1]:.2f}")
 
 
-COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error, "endpoints": end_points,
+COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error, "endpoints": end_points, "goalreg": goal_regression,
             "keypoints": keypoint_tracking}
 
 if __name__ == "__main__":
