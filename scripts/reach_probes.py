@@ -14,8 +14,8 @@
                        no policy: can a small conv net trained from scratch read reach-v3's goal from one
                        SIZExSIZE corner2 frame? Supervised regression of the goal xyz from N layouts (seeds
                        0..N-1), AdamW 1e-3, batch 32, STEPS steps (1500); HEAD "cnn" (stride-2 convs, MLP)
-                       or "ssm" (the policy's model.keypoints head: 16 spatial-softmax keypoints, linear); held-out error on 200
-                       evaluation layouts, printed every 1,000 steps and at the end
+                       or "ssm" (the policy's model.keypoints head: 16 spatial-softmax keypoints, linear);
+                       held-out error on 200 evaluation layouts, printed every 1,000 steps and at the end
   keypoints RUN        reach-v3, a run with model.keypoints: how well each keypoint's image position on the
                        first frame follows the goal (R^2 of a linear fit from the goal's xyz, 32 evaluation layouts)
 
@@ -206,8 +206,8 @@ def keypoint_tracking(run: str) -> None:
               f"y {r2[1]:.2f}")
 
 
-COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error, "endpoints": end_points, "goalreg": goal_regression,
-            "keypoints": keypoint_tracking}
+COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
+            "endpoints": end_points, "goalreg": goal_regression, "keypoints": keypoint_tracking}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
