@@ -98,6 +98,7 @@ def test_start_jitter_scatters_hand_starts_and_keeps_the_layout(tmp_path):
         env.reset(s, hand_offset=np.full(3, 0.05))
         np.testing.assert_allclose(goal(), goals[s])  # the layout is the seed's, whatever the start
     again, _ = expert_episode(env, seed=2, start_jitter=0.1)
+    far = env.reset(0, hand_offset=[0.0, 0.0, -1.0]).state[:3]  # below the table: clipped to the mocap floor
     after = env.reset(0).state[:3]
     with pytest.raises(SimError, match="hand_offset"):
         env.reset(0, hand_offset=[0.1, 0.1])
@@ -108,6 +109,7 @@ def test_start_jitter_scatters_hand_starts_and_keeps_the_layout(tmp_path):
     assert np.all(np.abs(offsets) < 0.1 + 0.01) and np.ptp(offsets, axis=0).min() > 0.02  # scattered, in range
     np.testing.assert_array_equal(again[0]["observation.state"][:3], jittered[2])  # drawn from the seed
     np.testing.assert_allclose(after, fixed[0], atol=1e-3)  # a plain reset starts at the task's start again
+    assert far[2] > 0.04 and abs(far[2] - fixed[0][2]) > 0.1  # moved down, but not through the table
     summary = collect("metaworld", ["reach-v3"], 1, tmp_path / "j", image_size=16, start_jitter=0.1, progress=False)
     assert summary["start_jitter"] == 0.1 and data.open_dataset(tmp_path / "j").provenance["start_jitter"] == 0.1
     with pytest.raises(SimError, match="start_jitter"):

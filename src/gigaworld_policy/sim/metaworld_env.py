@@ -159,14 +159,15 @@ class MetaWorldEnv:
     # -- episode ---------------------------------------------------------------------------
     def reset(self, seed: int, hand_offset: np.ndarray | None = None) -> Observation:
         """Reset to the layout of ``seed``. ``hand_offset`` (xyz metres, collection only) starts the hand
-        that far from the task's own start for this episode; the next reset without it starts there again."""
+        that far from the task's own start for this episode, clipped into Meta-World's mocap range (the
+        hand cannot be commanded outside it); the next reset without it starts there again."""
         env = self._env
         if hand_offset is not None:
             offset = np.asarray(hand_offset, dtype=np.float64)
             if offset.shape != (3,) or not np.isfinite(offset).all():
                 raise SimError(f"metaworld/{self.task}: hand_offset must be 3 finite numbers (xyz metres), "
                                f"got {hand_offset!r}")
-            env.hand_init_pos = self.hand_init_pos + offset
+            env.hand_init_pos = np.clip(self.hand_init_pos + offset, env.mocap_low, env.mocap_high)
         try:
             env.seed(int(seed))  # re-seeds env.np_random: layout is a function of the seed alone
             env._did_see_sim_exception = False  # Meta-World never clears it: a re-used env would stay stuck
