@@ -258,7 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the expert's; DART-style)")
     parser.add_argument("--start-jitter", type=float, default=0.0,
                         help="Meta-World: start each episode's hand up to this many metres (per axis, uniform) "
-                             "from the task's start, so the hand's path stops giving the goal away")
+                             "from the task's start (clipped to the mocap range), so the hand's path stops giving the goal away")
 
 
 def run(args: argparse.Namespace) -> int:
