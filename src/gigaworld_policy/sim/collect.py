@@ -21,7 +21,8 @@ uniformly from [-start_jitter, start_jitter] metres per axis (from the episode's
 unchanged). With the fixed start, the hand's position part-way along a demonstration tells where the
 goal is, which a policy can learn in place of reading the goal from the image; from scattered starts it
 cannot. Evaluation always starts from the task's own start, which lies inside the jittered range.
-Measured (docs/results.md): MT10 0.52 with 0.1 m against 0.45 without; reach alone not helped (0.10).
+Measured (docs/results.md, one training seed per row): MT10 0.52 with 0.1 m against 0.45 without; reach alone
+not helped (0.10).
 """
 
 from __future__ import annotations
