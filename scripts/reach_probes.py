@@ -10,9 +10,9 @@
   endpoints RUN        reach-v3: where the hand ends after 200 closed-loop steps (re-planning every 8) on 16
                        evaluation layouts: spread of end points and goals per axis, their correlation, the
                        median end-goal distance (success needs < 0.05 m)
-  goalreg SIZE HEAD N [STEPS]
+  goalreg SIZE HEAD N [STEPS] [CAMERA]
                        no policy: can a small conv net trained from scratch read reach-v3's goal from one
-                       SIZExSIZE corner2 frame? Supervised regression of the goal xyz from N layouts (seeds
+                       SIZExSIZE CAMERA frame (corner2)? Supervised regression of the goal xyz from N layouts (seeds
                        0..N-1), AdamW 1e-3, batch 32, STEPS steps (1500); HEAD "cnn" (stride-2 convs, MLP)
                        or "ssm" (the policy's model.keypoints head: 16 spatial-softmax keypoints, linear);
                        held-out error on 200 evaluation layouts, printed every 1,000 steps and at the end
@@ -110,17 +110,17 @@ def end_points(run: str) -> None:
           f"{100 * np.median(np.linalg.norm(e - g, axis=1)):.1f} cm")
 
 
-def goal_regression(size: str, head: str, n: str, steps: str = "1500") -> None:
+def goal_regression(size: str, head: str, n: str, steps: str = "1500", camera: str = "corner2") -> None:
     from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
 
     px, n_train, n_steps = int(size), int(n), int(steps)
     torch.manual_seed(0)
-    env = MetaWorldEnv("reach-v3", px, ("corner2",))
+    env = MetaWorldEnv("reach-v3", px, (camera,))
 
     def layouts(seeds: range) -> tuple[torch.Tensor, torch.Tensor]:
         images, goals = [], []
         for seed in seeds:
-            images.append(env.reset(seed).images["corner2"])
+            images.append(env.reset(seed).images[camera])
             goals.append(env._env._target_pos.copy())
         x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
         return x, torch.tensor(np.stack(goals)).float()
@@ -152,7 +152,7 @@ def goal_regression(size: str, head: str, n: str, steps: str = "1500") -> None:
             r = 1 - ((p - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
             return [round(float(v), 2) for v in r]
 
-        print(f"{px}px {head} N={n_train} step {step}: R^2 x/y/z on training layouts {r2(fit, y_train[:200])}, "
+        print(f"{camera} {px}px {head} N={n_train} step {step}: R^2 x/y/z on training layouts {r2(fit, y_train[:200])}, "
               f"held out {r2(pred, y_test)}; held-out median error "
               f"{100 * (pred - y_test).norm(dim=1).median().item():.1f} cm", flush=True)
 

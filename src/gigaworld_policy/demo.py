@@ -296,7 +296,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replan-every", type=int, default=d.replan_every)
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--cameras", default=",".join(d.cameras),
-                   help="comma-separated Meta-World cameras (corner, corner2, corner3, corner4, topview, gripper, ...)")
+                   help="comma-separated Meta-World cameras (corner2, workspace: framed on the table, corner, topview, gripper, ...)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--latency-repeats", type=int, default=d.latency_repeats)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")

@@ -48,6 +48,42 @@ def test_metaworld_observation_layout():
     assert img[:8].std() < img[-16:].std()
 
 
+def _goal_marker_pixels(env, camera: str) -> np.ndarray:
+    """Pixels that change when reach-v3's goal site is hidden (drawn only; physics is untouched)."""
+    import mujoco
+
+    model = env._env.model
+    sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    shown = env.render(camera).astype(int)
+    rgba = model.site_rgba[sid].copy()
+    model.site_rgba[sid, 3] = 0.0
+    try:
+        hidden = env.render(camera).astype(int)
+    finally:
+        model.site_rgba[sid] = rgba
+    return np.abs(shown - hidden).sum(-1) > 30
+
+
+def test_metaworld_workspace_camera_frames_the_goal():
+    """The free ``workspace`` camera: upright, deterministic, and the reach goal marker is in the frame and
+    bigger than in corner2 on every layout."""
+    env = make_env("metaworld", "reach-v3", image_size=64, cameras=("workspace", "corner2"))
+    for seed in range(1_000_000, 1_000_006):
+        obs = env.reset(seed)
+        assert obs.images["workspace"].shape == (64, 64, 3)
+        ws, c2 = _goal_marker_pixels(env, "workspace"), _goal_marker_pixels(env, "corner2")
+        assert ws.sum() >= 3 and ws.sum() > c2.sum() >= 1, (seed, ws.sum(), c2.sum())
+        rows, cols = np.nonzero(ws)
+        assert rows.min() > 4 and rows.max() < 59 and cols.min() > 4 and cols.max() < 59, (seed, rows, cols)
+    # upright: the grey wall is at the top right, the brown wooden table fills the bottom
+    img = obs.images["workspace"].astype(float)
+    wall, table = img[:6, 40:].mean((0, 1)), img[-16:, 16:48].mean((0, 1))
+    assert abs(wall[0] - wall[2]) < 10 and table[0] - table[2] > 25, (wall, table)
+    assert _same(_rollout(env, 3), _rollout(env, 3))
+    with pytest.raises(SimError, match=r"camera 'topview' was not opened"):
+        env.render("topview")
+
+
 def test_metaworld_step_limit():
     env = make_env("metaworld", "reach-v3", image_size=16, max_steps=3)
     env.reset(0)

@@ -247,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="first collection seed")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--cameras", nargs="+", default=None,
-                        help="camera names (Meta-World: corner2 gripper ...; ALOHA: top left_wrist right_wrist)")
+                        help="camera names (Meta-World: corner2 workspace gripper ...; ALOHA: top left_wrist right_wrist)")
     parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: per env)")
     parser.add_argument("--steps-after-success", type=int, default=10)
     parser.add_argument("--overwrite", action="store_true")

@@ -9,6 +9,9 @@ One :class:`MetaWorldEnv` runs one task. Design choices:
 - Images come from our own ``mujoco.Renderer`` (only the cameras asked for, at ``image_size``, with the
   fast-render settings). Meta-World's corner cameras are mounted upside down (their up axis points
   down); we rotate such cameras' images by 180 degrees. A row flip alone would give a mirror image.
+- ``workspace`` is a camera of ours, not in the Sawyer scene: a free camera framed on the table, so the
+  objects and goals of the MT10 tasks fill the image instead of a third of it (``corner2`` shows the
+  whole robot and the room; at 64x64 a goal marker is 1-2 pixels there, 2-3 here).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ ACTION_NAMES = ("dx", "dy", "dz", "grip")
 CAMERAS: dict[str, str] = {
     "corner": "corner", "corner2": "corner2", "corner3": "corner3", "corner4": "corner4",
     "topview": "topview", "behind_gripper": "behindGripper", "gripper": "gripperPOV",
+}
+# our free cameras: lookat (xyz, m), distance (m), azimuth and elevation (degrees), MuJoCo's convention.
+# "workspace": every MT10 object, goal and hand start over 60 layouts per task projects within 0.82 of the
+# image half-width of the centre.
+FREE_CAMERAS: dict[str, tuple[tuple[float, float, float], float, float, float]] = {
+    "workspace": ((0.0, 0.7, 0.1), 1.25, 135.0, -30.0),
 }
 DEFAULT_CAMERAS = ("corner2",)
 
@@ -123,7 +132,7 @@ class MetaWorldEnv:
 
         check_choice(task, list(ALL_V3_ENVIRONMENTS), "Meta-World task")
         for cam in cameras:
-            check_choice(cam, list(CAMERAS), "Meta-World camera")
+            check_choice(cam, [*CAMERAS, *FREE_CAMERAS], "Meta-World camera")
         if not cameras:
             raise SimError("cameras: at least one camera is needed")
         if not 1 <= max_steps <= MAX_EPISODE_STEPS:
@@ -150,7 +159,18 @@ class MetaWorldEnv:
         self._renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
         mujoco.mj_forward(env.model, env.data)
         # cameras mounted upside down (up axis pointing down in the world) get rotated 180 degrees
-        self._rotate = {cam: bool(env.data.camera(CAMERAS[cam]).xmat.reshape(3, 3)[2, 1] < 0) for cam in cameras}
+        self._cameras: dict[str, str | mujoco.MjvCamera] = {}
+        self._rotate: dict[str, bool] = {}
+        for cam in cameras:
+            if cam in FREE_CAMERAS:
+                lookat, distance, azimuth, elevation = FREE_CAMERAS[cam]
+                free = mujoco.MjvCamera()
+                free.type = mujoco.mjtCamera.mjCAMERA_FREE
+                free.lookat[:], free.distance, free.azimuth, free.elevation = lookat, distance, azimuth, elevation
+                self._cameras[cam], self._rotate[cam] = free, False
+            else:
+                self._cameras[cam] = CAMERAS[cam]
+                self._rotate[cam] = bool(env.data.camera(CAMERAS[cam]).xmat.reshape(3, 3)[2, 1] < 0)
         self._full_obs: np.ndarray | None = None
         self._steps = 0
         self.seed: int | None = None
@@ -189,7 +209,9 @@ class MetaWorldEnv:
                           done=self._steps >= self.max_steps)
 
     def render(self, camera: str) -> np.ndarray:
-        self._renderer.update_scene(self._env.data, camera=CAMERAS[camera])
+        if camera not in self._cameras:
+            raise SimError(f"metaworld/{self.task}: camera {camera!r} was not opened (cameras: {list(self._cameras)})")
+        self._renderer.update_scene(self._env.data, camera=self._cameras[camera])
         img = self._renderer.render()
         return np.ascontiguousarray(img[::-1, ::-1]) if self._rotate[camera] else img.copy()
 
