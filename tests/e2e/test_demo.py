@@ -43,6 +43,16 @@ def test_demo_pipeline_writes_every_artifact(tmp_path: Path) -> None:
     assert curve.exists()
     with Image.open(curve) as im:
         im.verify()
+    # `gwp eval` without --cameras renders the cameras the checkpoint was trained on (corner here, not the
+    # env's default corner2, which the policy would refuse as a missing camera)
+    from gigaworld_policy.cli import main
+    from gigaworld_policy.policy import Policy
+    from gigaworld_policy.sim.evaluate import checkpoint_cameras
+
+    assert checkpoint_cameras(Policy.from_checkpoint(str(s.out / "run")), "metaworld") == ("corner",)
+    assert main(["eval", "--checkpoint", str(s.out / "run"), "--env", "metaworld", "--tasks", "reach-v3",
+                 "--episodes", "1", "--max-steps", "9", "--image-size", "32", "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "report.json").read_text())["cameras"] == ["corner"]
     # a re-run reuses every finished stage
     mtime = (s.out / "stages" / "train.json").stat().st_mtime
     run_demo(s)

@@ -57,6 +57,18 @@ def resolve_tasks(env_name: str, spec: str | list[str] | tuple[str, ...]) -> lis
     return list(dict.fromkeys(out))
 
 
+def robot_type(env_name: str) -> str:
+    """The robot type an env's observations carry (the key a trained policy keeps its cameras under)."""
+    _check_env_name(env_name)
+    if env_name == "metaworld":
+        from gigaworld_policy.sim.metaworld_env import ROBOT_TYPE
+
+        return ROBOT_TYPE
+    from gigaworld_policy.sim.aloha_env import ROBOT_TYPE as ALOHA_ROBOT_TYPE
+
+    return ALOHA_ROBOT_TYPE
+
+
 def make_env(env_name: str, task: str, image_size: int = 64, cameras: tuple[str, ...] | None = None,
              max_steps: int | None = None) -> SimEnv:
     """A single-task env. ``cameras`` None = the simulator's default (Meta-World corner2, ALOHA top)."""

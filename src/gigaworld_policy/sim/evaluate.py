@@ -119,6 +119,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
         per_task[task] = {"success": k / n, "ci95": [round(lo, 4), round(hi, 4)], "successes": k, "episodes": n,
                           "lengths": lengths, "mean_length": float(np.mean(lengths)), "seeds": seeds,
                           "episode_success": successes, "prompt": env.prompt}
+        rendered = list(env.cameras)
         env.close()
     bar.close()
     total_k = sum(t["successes"] for t in per_task.values())
@@ -128,7 +129,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
     report: dict[str, Any] = {
         "env": env_name, "tasks": task_list, "episodes_per_task": episodes, "seed": seed,
         "eval_seeds": [eval_seed(seed, 0), eval_seed(seed, episodes - 1)], "replan_every": replan_every,
-        "image_size": image_size,
+        "image_size": image_size, "cameras": rendered,
         "mean_success": float(np.mean([t["success"] for t in per_task.values()])),
         "pooled_ci95": [round(lo, 4), round(hi, 4)],
         "success": {t: v["success"] for t, v in per_task.items()},
@@ -172,7 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", action="store_true", help="write an mp4 per episode")
     parser.add_argument("--imagine", action="store_true", help="mp4 side by side with imagined future frames")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--cameras", nargs="+", default=None)
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="cameras to render (default: the checkpoint's cameras for this robot, else the env's)")
     parser.add_argument("--max-steps", type=int, default=None)
 
 
@@ -192,12 +194,23 @@ def make_policy(kind: str, checkpoint: str | None, seed: int = 0) -> Any:
     return Policy.from_checkpoint(checkpoint)
 
 
+def checkpoint_cameras(policy: Any, env_name: str) -> tuple[str, ...] | None:
+    """The cameras a trained policy was trained on for this env's robot type (None: not a trained policy, or
+    it has no such robot type; the policy then names what it expects on the first call)."""
+    if not hasattr(policy, "metadata"):
+        return None
+    from gigaworld_policy.sim.envs import robot_type
+
+    spec = policy.metadata()["robot_types"].get(robot_type(env_name))
+    return tuple(spec["cameras"]) if spec else None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         policy = make_policy(args.policy, args.checkpoint, args.seed)
+        cameras = tuple(args.cameras) if args.cameras else checkpoint_cameras(policy, args.env)
         report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
-                          out_dir=args.out, image_size=args.image_size,
-                          cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
+                          out_dir=args.out, image_size=args.image_size, cameras=cameras, max_steps=args.max_steps,
                           video=args.video or args.imagine, imagine=args.imagine,
                           extra={"policy": args.policy, "checkpoint": args.checkpoint})
     except SimError as e:
