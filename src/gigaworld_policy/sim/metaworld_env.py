@@ -11,7 +11,7 @@ One :class:`MetaWorldEnv` runs one task. Design choices:
   down); we rotate such cameras' images by 180 degrees. A row flip alone would give a mirror image.
 - ``workspace`` is a camera of ours, not in the Sawyer scene: a free camera framed on the table, so the
   objects and goals of the MT10 tasks fill the image instead of a third of it (``corner2`` shows the
-  whole robot and the room; at 64x64 a goal marker is 1-2 pixels there, 2-3 here).
+  whole robot and the room; at 64x64 reach's goal marker is 1-2 pixels there, 3-6 here).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CAMERAS: dict[str, str] = {
 }
 # our free cameras: lookat (xyz, m), distance (m), azimuth and elevation (degrees), MuJoCo's convention.
 # "workspace": every MT10 object, goal and hand start over 60 layouts per task projects within 0.82 of the
-# image half-width of the centre.
+# image half-width of the centre (measured once with the pinhole projection of this camera).
 FREE_CAMERAS: dict[str, tuple[tuple[float, float, float], float, float, float]] = {
     "workspace": ((0.0, 0.7, 0.1), 1.25, 135.0, -30.0),
 }
