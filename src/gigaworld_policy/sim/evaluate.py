@@ -76,7 +76,8 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
              replan_every: int = 8, out_dir: str | Path | None = None, image_size: int = 64,
              cameras: tuple[str, ...] | None = None, max_steps: int | None = None, video: bool = False,
              imagine: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()``, ``bind_env(env)``)."""
+    """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()``, ``bind_env(env)``).
+    ``cameras`` None: the cameras a trained policy was trained on for this env's robot, else the env's."""
     from tqdm import tqdm
 
     from gigaworld_policy.sim.envs import make_env, resolve_tasks
@@ -84,6 +85,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
     if not hasattr(policy, "infer"):
         raise SimError(f"policy: {type(policy).__name__} has no infer(obs) method")
     task_list = resolve_tasks(env_name, tasks)
+    cameras = cameras or checkpoint_cameras(policy, env_name)
     if episodes < 1:
         raise SimError(f"episodes: must be >= 1, got {episodes}")
     out = Path(out_dir) if out_dir is not None else None
@@ -208,9 +210,9 @@ def checkpoint_cameras(policy: Any, env_name: str) -> tuple[str, ...] | None:
 def run(args: argparse.Namespace) -> int:
     try:
         policy = make_policy(args.policy, args.checkpoint, args.seed)
-        cameras = tuple(args.cameras) if args.cameras else checkpoint_cameras(policy, args.env)
         report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
-                          out_dir=args.out, image_size=args.image_size, cameras=cameras, max_steps=args.max_steps,
+                          out_dir=args.out, image_size=args.image_size,
+                          cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                           video=args.video or args.imagine, imagine=args.imagine,
                           extra={"policy": args.policy, "checkpoint": args.checkpoint})
     except SimError as e:
