@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,9 +76,13 @@ def run_demo(s: DemoSettings) -> Path:
     def collect_stage() -> dict[str, Any]:
         from gigaworld_policy.sim.collect import collect
 
-        return collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
-                       cameras=s.cameras, overwrite=True, action_noise=s.action_noise, codec=s.vcodec,
-                       start_jitter=s.start_jitter)
+        summary = collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
+                          cameras=s.cameras, overwrite=True, action_noise=s.action_noise, codec=s.vcodec,
+                          start_jitter=s.start_jitter)
+        for task, kept in summary["short"].items():
+            print(f"warning: {task}: only {kept} of {s.episodes} demonstrations (its expert failed on the other "
+                  "seeds); training goes on with them", file=sys.stderr, flush=True)
+        return summary
 
     def train_stage() -> dict[str, Any]:
         from gigaworld_policy.train import train

@@ -49,6 +49,30 @@ def test_collect_bad_inputs(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_collect_reports_tasks_that_ran_out_of_seeds(tmp_path, monkeypatch, capsys):
+    """An expert that fails on some seeds can exhaust ``--max-attempts-factor x --episodes`` seeds: the
+    episodes that succeeded are kept, the summary lists the task as short and the CLI warns, naming it."""
+    import gigaworld_policy.sim.collect as collect_mod
+
+    real = collect_mod.expert_episode
+
+    def fails_on_odd_seeds(env, seed, *args, **kwargs):
+        frames, ok = real(env, seed, *args, **kwargs)
+        return frames, ok and seed % 2 == 0
+
+    monkeypatch.setattr(collect_mod, "expert_episode", fails_on_odd_seeds)
+    out = tmp_path / "mw"
+    assert gwp(["collect", "--env", "metaworld", "--tasks", "reach-v3", "--episodes", "2", "--out", str(out),
+                "--image-size", "16", "--max-attempts-factor", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: reach-v3: 1 of 2 episodes" in captured.err and "--max-attempts-factor, now 1" in captured.err
+    assert data.open_dataset(out).num_episodes == 1
+    summary = collect("metaworld", ["reach-v3"], 2, tmp_path / "mw3", image_size=16, progress=False)
+    assert summary["short"] == {} and summary["tasks"]["reach-v3"]["attempts"] == 3  # seeds 0, 1 (failed), 2
+    with pytest.raises(SimError, match="max_attempts_factor"):
+        collect("metaworld", ["reach-v3"], 1, tmp_path / "x", max_attempts_factor=0, progress=False)
+
+
 def test_action_noise_executes_perturbed_actions_and_records_the_experts(monkeypatch):
     from gigaworld_policy.sim.collect import expert_episode
     from gigaworld_policy.sim.envs import make_env

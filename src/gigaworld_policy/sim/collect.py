@@ -28,6 +28,7 @@ not helped (0.10).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,9 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
-    "episodes", "failed", "frames", "seconds", "encode_retries"}.
+    "episodes", "failed", "frames", "short", "seconds", "encode_retries"}. A task whose expert fails often
+    can run out of its ``max_attempts_factor x episodes_per_task`` seeds; it keeps what succeeded and is
+    listed in ``short`` (task -> episodes kept).
 
     Collection is deterministic in its seeds, so when the video encoder fails (VideoEncodeError: an
     encoder/muxer fault, not bad frames) the whole collection runs again, up to ``encode_retries`` times;
@@ -160,6 +163,8 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
     task_list = resolve_tasks(env_name, tasks)
     if episodes_per_task < 1:
         raise SimError(f"episodes_per_task: must be >= 1, got {episodes_per_task}")
+    if max_attempts_factor < 1:
+        raise SimError(f"max_attempts_factor: must be >= 1, got {max_attempts_factor}")
     max_attempts = max_attempts_factor * episodes_per_task
     if seed < 0 or seed + max_attempts > EVAL_SEED_OFFSET:
         raise SimError(f"seed: collection seeds {seed}..{seed + max_attempts} must lie in [0, {EVAL_SEED_OFFSET}) "
@@ -201,8 +206,6 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
             env.close()
             summary["tasks"][task] = {"episodes": kept, "attempts": attempts, "failed": attempts - kept,
                                       "frames": frames_total, "prompt": env.prompt}
-            if kept < episodes_per_task:
-                bar.write(f"warning: {task}: only {kept}/{episodes_per_task} successful episodes in {attempts} attempts")
         assert writer is not None
         writer.finalize(provenance=_provenance(summary, kept_seeds, episodes_per_task, env_cameras, writer.codec,
                                                max_steps, steps_after_success))
@@ -215,6 +218,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
     summary["episodes"] = sum(t["episodes"] for t in summary["tasks"].values())
     summary["failed"] = sum(t["failed"] for t in summary["tasks"].values())
     summary["frames"] = sum(t["frames"] for t in summary["tasks"].values())
+    summary["short"] = {t: v["episodes"] for t, v in summary["tasks"].items() if v["episodes"] < episodes_per_task}
     return summary
 
 
@@ -250,6 +254,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera names (Meta-World: corner2 workspace gripper ...; ALOHA: top left_wrist right_wrist)")
     parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: per env)")
     parser.add_argument("--steps-after-success", type=int, default=10)
+    parser.add_argument("--max-attempts-factor", type=int, default=3,
+                        help="seeds tried per task, as a multiple of --episodes (failed expert attempts are "
+                             "skipped; ALOHA Insertion's expert succeeds about a third of the time)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--vcodec", default=None, choices=list(VIDEO_CODECS),
                         help="video encoder (default libx264, 4:2:0; libsvtav1 writes AV1 like lerobot 0.4; "
@@ -270,9 +277,13 @@ def run(args: argparse.Namespace) -> int:
                           cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                           steps_after_success=args.steps_after_success, overwrite=args.overwrite,
                           codec=args.vcodec, action_noise=args.action_noise,
-                          start_jitter=args.start_jitter)
+                          start_jitter=args.start_jitter, max_attempts_factor=args.max_attempts_factor)
     except SimError as e:
         raise SystemExit(f"gwp collect: {e}") from None
     print(json.dumps(summary, indent=2))
     print(f"kept {summary['episodes']} episodes ({summary['frames']} frames), {summary['failed']} failed attempts")
+    for task, kept in summary["short"].items():
+        print(f"warning: {task}: {kept} of {args.episodes} episodes; its expert failed "
+              f"{summary['tasks'][task]['failed']} of {summary['tasks'][task]['attempts']} seeds (raise "
+              f"--max-attempts-factor, now {args.max_attempts_factor}, to try more)", file=sys.stderr)
     return 0
