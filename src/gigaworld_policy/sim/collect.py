@@ -256,7 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-after-success", type=int, default=10)
     parser.add_argument("--max-attempts-factor", type=int, default=3,
                         help="seeds tried per task, as a multiple of --episodes (failed expert attempts are "
-                             "skipped; ALOHA Insertion's expert succeeds about a third of the time)")
+                             "skipped; ALOHA Insertion's expert succeeds on a quarter to a third of seeds)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--vcodec", default=None, choices=list(VIDEO_CODECS),
                         help="video encoder (default libx264, 4:2:0; libsvtav1 writes AV1 like lerobot 0.4; "
