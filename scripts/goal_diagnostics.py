@@ -3,10 +3,8 @@
 Why: reach and push fail in every image-only variant tried (docs/results.md), and the trained policy is
 goal-blind. Each variant removes one obstacle between the goal and the action:
 
-  goal-state   the goal position (``_target_pos``) appended to the proprio state as goal_x/y/z, under a
-               separate robot type ``metaworld_sawyer_goal`` (embodiment id 3), so nothing is mixed with
-               the 4-d datasets. Success here means the action head, normalization and closed loop are
-               sound and the failure is in seeing the goal.
+  (goal-state, the goal position appended to the proprio state, was a variant here; it is now the env
+  ``metaworld-goal``: `gwp demo --env metaworld-goal ...`, sim/metaworld_env.py)
   big-goal     the goal marker (a site: drawn, never collides) rendered with 3x its radius (2 cm -> 6 cm,
                about 3 pixels across in the 64x64 corner2 view instead of 1). Success here means the
                marker's size in the image is what limits.
@@ -16,7 +14,7 @@ goal-blind. Each variant removes one obstacle between the goal and the action:
                loss stays ~0.2 against ~0.005 for the rest. Fitting them here and still failing on fresh
                layouts means too few goals were seen, not too few steps on them.
 
-    OMP_NUM_THREADS=1 python scripts/goal_diagnostics.py goal-state --out study/oracle_reach \
+    OMP_NUM_THREADS=1 python scripts/goal_diagnostics.py big-goal --out study/big_goal_reach \
         --tasks reach-v3 --max-steps 1000 --train-minutes 80 --eval-episodes 20
 
 Arguments after the variant are those of `gwp demo`.
@@ -29,38 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from gigaworld_policy.data.embodiments import EMBODIMENTS, Embodiment, register_embodiment
 from gigaworld_policy.sim import metaworld_env
-from gigaworld_policy.sim.common import Observation
 
-GOAL_ROBOT_TYPE = "metaworld_sawyer_goal"
-GOAL_STATE_NAMES = (*metaworld_env.STATE_NAMES, "goal_x", "goal_y", "goal_z")
 MARKER_SCALE = 3.0
 EARLY_FRAMES, EARLY_REPEAT = 4, 5
-_plain_observation = metaworld_env.MetaWorldEnv._observation
 _plain_init = metaworld_env.MetaWorldEnv.__init__
-
-
-def _goal_state_observation(self) -> Observation:
-    obs = _plain_observation(self)
-    goal = np.asarray(self._env._target_pos, dtype=np.float32)
-    return Observation(images=obs.images, state=np.concatenate([obs.state, goal]), prompt=obs.prompt,
-                       robot_type=GOAL_ROBOT_TYPE)
 
 
 def _big_goal_init(self, *args, **kwargs) -> None:
     _plain_init(self, *args, **kwargs)
     self._env.model.site("goal").size[:] *= MARKER_SCALE
-
-
-def use_goal_state() -> None:
-    base = EMBODIMENTS[metaworld_env.ROBOT_TYPE]
-    register_embodiment(Embodiment(robot_type=GOAL_ROBOT_TYPE, id=3, state_names=GOAL_STATE_NAMES,
-                                   action_names=base.action_names, delta_mask=base.delta_mask, fps=base.fps,
-                                   cameras=base.cameras))
-    metaworld_env.MetaWorldEnv._observation = _goal_state_observation
-    metaworld_env.MetaWorldEnv.robot_type = GOAL_ROBOT_TYPE
-    metaworld_env.MetaWorldEnv.state_names = GOAL_STATE_NAMES
 
 
 def use_big_goal() -> None:
@@ -86,7 +62,7 @@ def use_early_frames() -> None:
     trainer.split_episodes = split_with_early_frames
 
 
-VARIANTS = {"goal-state": use_goal_state, "big-goal": use_big_goal, "early-frames": use_early_frames}
+VARIANTS = {"big-goal": use_big_goal, "early-frames": use_early_frames}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:

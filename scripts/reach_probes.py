@@ -4,7 +4,8 @@
                        (frames 0, 1, 2, 4, 8, 16, 32, 48; each window repeated 8x with one noise seed)
   chunk RUN [VARIANT]  reach-v3: correlation, per axis, of the first chunk's 8-step displacement with the
                        goal direction, over 8 training layouts (seeds 0-7) and 8 evaluation layouts
-                       (VARIANT: plain, big-goal or goal-state, as the policy was trained; scripts/goal_diagnostics.py)
+                       (VARIANT: plain, big-goal (scripts/goal_diagnostics.py) or goal-state (`--env
+                       metaworld-goal`), as the policy was trained)
   trainseeds RUN       reach-v3 closed-loop success on the collection seeds 0-19 (the training layouts)
   codec DATA           reach-v3: decoded first frames of episodes 0-2 against fresh renders of their seeds
   endpoints RUN        reach-v3: where the hand ends after 200 closed-loop steps (re-planning every 8) on 16
@@ -56,13 +57,13 @@ def first_chunk(run: str, variant: str = "plain") -> None:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     import goal_diagnostics
 
-    if variant != "plain":
+    if variant not in ("plain", "goal-state"):
         goal_diagnostics.VARIANTS[variant]()
     from gigaworld_policy.policy import Policy
     from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
 
     policy = Policy.from_checkpoint(run)
-    env = MetaWorldEnv("reach-v3", 64, ("corner2",))
+    env = MetaWorldEnv("reach-v3", 64, ("corner2",), goal_state=variant == "goal-state")
     moved, wanted = [], []
     for seed in [*range(8), *(1_000_000 + i for i in range(8))]:
         obs = env.reset(seed)

@@ -28,6 +28,7 @@ DEFAULT_TASKS = ("reach-v3", "push-v3", "drawer-close-v3", "button-press-topdown
 class DemoSettings:
     out: Path
     preset: str = "cpu-small"
+    env: str = "metaworld"  # or "metaworld-goal": the goal position in the state as well (sim/metaworld_env.py)
     tasks: tuple[str, ...] = DEFAULT_TASKS
     episodes: int = 25  # demonstrations per task
     action_noise: float = 0.0  # DART-style noise on the expert's executed actions (sim/collect.py)
@@ -76,7 +77,7 @@ def run_demo(s: DemoSettings) -> Path:
     def collect_stage() -> dict[str, Any]:
         from gigaworld_policy.sim.collect import collect
 
-        summary = collect("metaworld", list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
+        summary = collect(s.env, list(s.tasks), s.episodes, data_dir, seed=s.seed, image_size=s.image_size,
                           cameras=s.cameras, overwrite=True, action_noise=s.action_noise, codec=s.vcodec,
                           start_jitter=s.start_jitter)
         for task, kept in summary["short"].items():
@@ -97,7 +98,7 @@ def run_demo(s: DemoSettings) -> Path:
         from gigaworld_policy.sim.evaluate import evaluate
 
         policy = Policy.from_checkpoint(run_dir)
-        return evaluate(policy, "metaworld", list(s.tasks), s.eval_episodes, seed=s.seed,
+        return evaluate(policy, s.env, list(s.tasks), s.eval_episodes, seed=s.seed,
                         replan_every=s.replan_every, out_dir=s.out / "eval", image_size=s.image_size,
                         cameras=s.cameras, max_steps=s.eval_max_steps, video=True,
                         extra={"policy": f"{s.preset} (EMA)", "checkpoint": str(run_dir)})
@@ -226,7 +227,7 @@ def write_report(s: DemoSettings, collected: dict[str, Any], trained: dict[str, 
                  latency: dict[str, Any], imagined: dict[str, Any]) -> Path:
     curve = _loss_curve(s.out / "run", s.out / "loss_curves.png")
     lines = ["# GigaWorld-Policy demo report", "",
-             f"Preset `{s.preset}`, Meta-World tasks {', '.join(s.tasks)}, cameras {', '.join(s.cameras)} at "
+             f"Preset `{s.preset}`, env `{s.env}`, Meta-World tasks {', '.join(s.tasks)}, cameras {', '.join(s.cameras)} at "
              f"{s.image_size}x{s.image_size}; {s.episodes} expert demos per task, "
              f"{s.eval_episodes} evaluation episodes per task on fresh seeds.", "",
              "## Data", "",
@@ -287,6 +288,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=d.preset)
     p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated Meta-World tasks")
     p.add_argument("--episodes", type=int, default=d.episodes, help="expert demonstrations per task")
+    p.add_argument("--env", default=d.env, choices=["metaworld", "metaworld-goal"],
+                   help="metaworld-goal: the goal position in the state too (goal-observable, as Meta-World's MT "
+                        "benchmarks define it); default: the goal is read from the images")
     p.add_argument("--action-noise", type=float, default=d.action_noise,
                    help="std of noise on the expert's executed xyz actions while collecting (DART-style)")
     p.add_argument("--start-jitter", type=float, default=d.start_jitter,
@@ -308,7 +312,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    s = DemoSettings(out=args.out, preset=args.preset, tasks=tuple(t for t in args.tasks.split(",") if t),
+    s = DemoSettings(out=args.out, preset=args.preset, env=args.env, tasks=tuple(t for t in args.tasks.split(",") if t),
                      episodes=args.episodes, action_noise=args.action_noise, vcodec=args.vcodec,
                      start_jitter=args.start_jitter,
                      train_minutes=args.train_minutes, max_steps=args.max_steps,

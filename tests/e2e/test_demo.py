@@ -53,6 +53,10 @@ def test_demo_pipeline_writes_every_artifact(tmp_path: Path) -> None:
     assert main(["eval", "--checkpoint", str(s.out / "run"), "--env", "metaworld", "--tasks", "reach-v3",
                  "--episodes", "1", "--max-steps", "9", "--image-size", "32", "--out", str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "report.json").read_text())["cameras"] == ["corner"]
+    # trained without the goal in the state: the goal-observable env is refused, naming the env that fits
+    with pytest.raises(SystemExit, match=r"robot type 'metaworld_sawyer_goal'.*envs that give them: metaworld\)"):
+        main(["eval", "--checkpoint", str(s.out / "run"), "--env", "metaworld-goal", "--tasks", "reach-v3",
+              "--episodes", "1", "--max-steps", "9", "--image-size", "32"])
     # a re-run reuses every finished stage
     mtime = (s.out / "stages" / "train.json").stat().st_mtime
     run_demo(s)

@@ -6,6 +6,7 @@ import pytest
 from gigaworld_policy.cli import main as gwp
 from gigaworld_policy.sim.collect import collect
 from gigaworld_policy.sim.common import SimError
+from gigaworld_policy.sim.envs import make_env
 
 data = pytest.importorskip("gigaworld_policy.data")
 
@@ -25,6 +26,18 @@ def test_collect_metaworld_cli_writes_readable_dataset(tmp_path, capsys):
     assert prov["collector"] == "gwp collect" and prov["env"] == "metaworld" and prov["action_noise"] == 0.0
     assert prov["tasks"] == {"reach-v3": {"prompt": "reach the goal position", "attempts": 2, "seeds": [0, 1]}}
     assert prov["cameras"] == ["corner2"] and prov["image_size"] == 32 and prov["video_codec"] == "libx264"
+
+
+def test_collect_goal_observable_metaworld(tmp_path):
+    summary = collect("metaworld-goal", ["reach-v3"], 1, tmp_path / "g", image_size=16, progress=False)
+    assert summary["episodes"] == 1
+    ds = data.open_dataset(tmp_path / "g")
+    assert ds.info["robot_type"] == "metaworld_sawyer_goal" and ds.provenance["env"] == "metaworld-goal"
+    assert ds.info["features"]["observation.state"]["names"][4:] == ["goal_x", "goal_y", "goal_z"]
+    states = ds.episode_numeric(0, "observation.state")
+    assert states.shape[1] == 7 and np.ptp(states[:, 4:], axis=0).max() == 0.0  # the goal stays put
+    env = make_env("metaworld-goal", "reach-v3", image_size=16)
+    assert np.allclose(states[0], env.reset(ds.provenance["tasks"]["reach-v3"]["seeds"][0]).state)
 
 
 def test_collect_aloha_api(tmp_path):

@@ -48,6 +48,27 @@ def test_metaworld_observation_layout():
     assert img[:8].std() < img[-16:].std()
 
 
+def test_metaworld_goal_env_adds_the_goal_to_the_state():
+    from gigaworld_policy.sim.envs import robot_type
+
+    plain = make_env("metaworld", "push-v3", image_size=32, cameras=("workspace",))
+    goal = make_env("metaworld-goal", "push-v3", image_size=32, cameras=("workspace",))
+    assert robot_type("metaworld-goal") == goal.robot_type == "metaworld_sawyer_goal"
+    assert goal.state_names[4:] == ("goal_x", "goal_y", "goal_z") and plain.robot_type == "metaworld_sawyer"
+    goals = []
+    for seed in (0, 1):
+        p, g = plain.reset(seed), goal.reset(seed)
+        assert g.robot_type == "metaworld_sawyer_goal" and g.state.shape == (7,) and g.state.dtype == np.float32
+        assert np.array_equal(g.state[:4], p.state) and np.array_equal(g.images["workspace"], p.images["workspace"])
+        assert np.allclose(g.state[4:], goal._env._target_pos)  # the goal the task checks success against
+        goals.append(g.state[4:])
+        action = np.array([0.3, -0.2, 0.1, 0.5])
+        sp, sg = plain.step(action), goal.step(action)
+        assert np.array_equal(sg.obs.state[:4], sp.obs.state) and np.array_equal(sg.obs.state[4:], g.state[4:])
+    assert not np.allclose(goals[0], goals[1]), "the goal is drawn per layout"
+    assert resolve_tasks("metaworld-goal", "MT10") == resolve_tasks("metaworld", "MT10")
+
+
 def _goal_marker_pixels(env, camera: str) -> np.ndarray:
     """Pixels that change when reach-v3's goal site is hidden (drawn only; physics is untouched)."""
     import mujoco

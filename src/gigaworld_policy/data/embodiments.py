@@ -96,6 +96,14 @@ register_embodiment(Embodiment(
     action_names=("dx", "dy", "dz", "grip"),
     delta_mask=(False, False, False, False), fps=80.0, cameras=("corner2",),
 ))
+# Meta-World, goal-observable (env ``metaworld-goal``): the same proprio plus the goal position, obs[36:39] of
+# the 39-d vector, as the MT benchmarks expose it. A robot type of its own: its datasets never mix with the 4-d ones.
+register_embodiment(Embodiment(
+    robot_type="metaworld_sawyer_goal", id=3,
+    state_names=("hand_x", "hand_y", "hand_z", "gripper_opening", "goal_x", "goal_y", "goal_z"),
+    action_names=("dx", "dy", "dz", "grip"),
+    delta_mask=(False, False, False, False), fps=80.0, cameras=("corner2",),
+))
 # ALOHA (gym-aloha, 50 Hz): 6 joints + gripper per arm; delta on the 12 arm joints, absolute grippers.
 register_embodiment(Embodiment(
     robot_type="aloha", id=1, state_names=_aloha_names(""), action_names=_aloha_names(""),

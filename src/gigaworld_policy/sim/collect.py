@@ -103,10 +103,12 @@ def check_metaworld_only(env_name: str, action_noise: float, start_jitter: float
     for name, value in (("action_noise", action_noise), ("start_jitter", start_jitter)):
         if not value >= 0:
             raise SimError(f"{name}: must be >= 0, got {value}")
-    if action_noise > 0 and env_name != "metaworld":
+    from gigaworld_policy.sim.envs import METAWORLD_ENVS
+
+    if action_noise > 0 and env_name not in METAWORLD_ENVS:
         raise SimError(f"action_noise: only Meta-World experts act on the live state; the {env_name} expert "
                        "replays a fixed trajectory, which injected noise would break")
-    if start_jitter > 0 and env_name != "metaworld":
+    if start_jitter > 0 and env_name not in METAWORLD_ENVS:
         raise SimError(f"start_jitter: only Meta-World starts the hand at a settable pose; the {env_name} expert "
                        "replays a trajectory planned from the fixed start")
 
@@ -242,8 +244,10 @@ def _provenance(summary: dict[str, Any], kept_seeds: dict[str, list[int]], episo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gigaworld_policy.data.video import VIDEO_CODECS
+    from gigaworld_policy.sim.envs import ENV_NAMES
 
-    parser.add_argument("--env", required=True, choices=["metaworld", "aloha"])
+    parser.add_argument("--env", required=True, choices=ENV_NAMES,
+                        help="metaworld-goal: Meta-World with the goal position in the state (goal-observable)")
     parser.add_argument("--tasks", required=True, nargs="+",
                         help="task names and/or sets (Meta-World: MT10, MT50, ML45-train, ML45-test; ALOHA: all)")
     parser.add_argument("--episodes", type=int, required=True, help="successful episodes per task")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from gigaworld_policy.sim.common import SimEnv, SimError
 
-ENV_NAMES = ("metaworld", "aloha")
+ENV_NAMES = ("metaworld", "metaworld-goal", "aloha")
+# Meta-World with the goal position in the proprio state (goal-observable, as its MT benchmarks define it)
+METAWORLD_ENVS = ("metaworld", "metaworld-goal")
 ALOHA_ALIASES = {"TransferCube": "transfer_cube", "Insertion": "insertion",
                  "AlohaTransferCube-v0": "transfer_cube", "AlohaInsertion-v0": "insertion"}
 
@@ -16,7 +18,7 @@ def _check_env_name(env_name: str) -> None:
 
 def task_sets(env_name: str) -> dict[str, tuple[str, ...]]:
     _check_env_name(env_name)
-    if env_name == "metaworld":
+    if env_name in METAWORLD_ENVS:
         from gigaworld_policy.sim import metaworld_env
 
         return metaworld_env.task_sets()
@@ -27,7 +29,7 @@ def task_sets(env_name: str) -> dict[str, tuple[str, ...]]:
 
 def all_tasks(env_name: str) -> tuple[str, ...]:
     _check_env_name(env_name)
-    if env_name == "metaworld":
+    if env_name in METAWORLD_ENVS:
         from gigaworld_policy.sim.metaworld_env import INSTRUCTIONS
 
         return tuple(INSTRUCTIONS)
@@ -60,10 +62,10 @@ def resolve_tasks(env_name: str, spec: str | list[str] | tuple[str, ...]) -> lis
 def robot_type(env_name: str) -> str:
     """The robot type an env's observations carry (the key a trained policy keeps its cameras under)."""
     _check_env_name(env_name)
-    if env_name == "metaworld":
-        from gigaworld_policy.sim.metaworld_env import ROBOT_TYPE
+    if env_name in METAWORLD_ENVS:
+        from gigaworld_policy.sim.metaworld_env import GOAL_ROBOT_TYPE, ROBOT_TYPE
 
-        return ROBOT_TYPE
+        return GOAL_ROBOT_TYPE if env_name == "metaworld-goal" else ROBOT_TYPE
     from gigaworld_policy.sim.aloha_env import ROBOT_TYPE as ALOHA_ROBOT_TYPE
 
     return ALOHA_ROBOT_TYPE
@@ -74,11 +76,11 @@ def make_env(env_name: str, task: str, image_size: int = 64, cameras: tuple[str,
     """A single-task env. ``cameras`` None = the simulator's default (Meta-World corner2, ALOHA top)."""
     _check_env_name(env_name)
     (task,) = resolve_tasks(env_name, [task])
-    if env_name == "metaworld":
+    if env_name in METAWORLD_ENVS:
         from gigaworld_policy.sim.metaworld_env import DEFAULT_CAMERAS, MAX_EPISODE_STEPS, MetaWorldEnv
 
         return MetaWorldEnv(task, image_size=image_size, cameras=tuple(cameras or DEFAULT_CAMERAS),
-                            max_steps=max_steps or MAX_EPISODE_STEPS)
+                            max_steps=max_steps or MAX_EPISODE_STEPS, goal_state=env_name == "metaworld-goal")
     from gigaworld_policy.sim.aloha_env import DEFAULT_CAMERAS as ALOHA_CAMERAS
     from gigaworld_policy.sim.aloha_env import AlohaEnv
 

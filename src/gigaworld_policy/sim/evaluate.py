@@ -85,6 +85,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
     if not hasattr(policy, "infer"):
         raise SimError(f"policy: {type(policy).__name__} has no infer(obs) method")
     task_list = resolve_tasks(env_name, tasks)
+    check_robot_type(policy, env_name)
     cameras = cameras or checkpoint_cameras(policy, env_name)
     if episodes < 1:
         raise SimError(f"episodes: must be >= 1, got {episodes}")
@@ -164,8 +165,11 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gigaworld_policy.sim.envs import ENV_NAMES
+
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (needed for --policy model)")
-    parser.add_argument("--env", required=True, choices=["metaworld", "aloha"])
+    parser.add_argument("--env", required=True, choices=ENV_NAMES,
+                        help="metaworld-goal: Meta-World with the goal position in the state (goal-observable)")
     parser.add_argument("--tasks", required=True, nargs="+", help="task names and/or sets (MT10, MT50, ...)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="eval seeds are EVAL_SEED_OFFSET + seed + episode")
@@ -194,6 +198,21 @@ def make_policy(kind: str, checkpoint: str | None, seed: int = 0) -> Any:
     from gigaworld_policy.policy import Policy  # imported lazily: torch and the model only when needed
 
     return Policy.from_checkpoint(checkpoint)
+
+
+def check_robot_type(policy: Any, env_name: str) -> None:
+    """A trained policy must know the robot type of the env's observations (``metaworld`` and
+    ``metaworld-goal`` differ: 4-d state against 7-d with the goal); the error names the envs it does know."""
+    if not hasattr(policy, "metadata"):
+        return
+    from gigaworld_policy.sim.envs import ENV_NAMES, robot_type
+
+    known = policy.metadata()["robot_types"]
+    if robot_type(env_name) not in known:
+        fits = [e for e in ENV_NAMES if robot_type(e) in known]
+        raise SimError(f"env {env_name!r}: its observations are robot type {robot_type(env_name)!r}, which this "
+                       f"checkpoint was not trained on (robot types: {', '.join(sorted(known))}; "
+                       f"envs that give them: {', '.join(fits) or 'none'})")
 
 
 def checkpoint_cameras(policy: Any, env_name: str) -> tuple[str, ...] | None:

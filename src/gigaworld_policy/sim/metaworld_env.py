@@ -30,8 +30,10 @@ from gigaworld_policy.sim.common import (
 )
 
 ROBOT_TYPE = "metaworld_sawyer"
+GOAL_ROBOT_TYPE = "metaworld_sawyer_goal"  # goal_state=True (env "metaworld-goal")
 MAX_EPISODE_STEPS = 500  # Meta-World raises when stepping past its max_path_length
 STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
+GOAL_STATE_NAMES = (*STATE_NAMES, "goal_x", "goal_y", "goal_z")
 ACTION_NAMES = ("dx", "dy", "dz", "grip")
 # our camera name -> MuJoCo camera name in the Sawyer scene
 CAMERAS: dict[str, str] = {
@@ -118,7 +120,11 @@ def all_tasks() -> tuple[str, ...]:
 
 
 class MetaWorldEnv:
-    """One Meta-World task: images from fixed cameras, 4-d proprio state, 4-d actions."""
+    """One Meta-World task: images from fixed cameras, 4-d proprio state, 4-d actions.
+
+    ``goal_state=True``: the state also carries the goal position (obs[36:39] of Meta-World's 39-d vector, the
+    goal-observable observation of its MT benchmarks), under robot type ``metaworld_sawyer_goal``. Without
+    it the goal must be read from the images (the marker of reach, push and pick-place is drawn in them)."""
 
     env_name = "metaworld"
     robot_type = ROBOT_TYPE
@@ -127,7 +133,7 @@ class MetaWorldEnv:
     action_names = ACTION_NAMES
 
     def __init__(self, task: str, image_size: int = 64, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
-                 max_steps: int = MAX_EPISODE_STEPS) -> None:
+                 max_steps: int = MAX_EPISODE_STEPS, goal_state: bool = False) -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         check_choice(task, list(ALL_V3_ENVIRONMENTS), "Meta-World task")
@@ -141,6 +147,9 @@ class MetaWorldEnv:
             raise SimError(f"image_size: must be >= 8, got {image_size}")
         self.task = task
         self.prompt = INSTRUCTIONS[task]
+        self.goal_state = bool(goal_state)
+        self.robot_type = GOAL_ROBOT_TYPE if self.goal_state else ROBOT_TYPE
+        self.state_names = GOAL_STATE_NAMES if self.goal_state else STATE_NAMES
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
         self.max_steps = int(max_steps)
@@ -148,7 +157,7 @@ class MetaWorldEnv:
         self.action_high = np.array([1.0, 1.0, 1.0, 1.0])
 
         env = ALL_V3_ENVIRONMENTS[task]()  # render_mode=None: we render ourselves
-        env._partially_observable = False  # goal in the 39-d vector (MT benchmarks), read by experts only
+        env._partially_observable = False  # goal in the 39-d vector (MT benchmarks): experts, and goal_state
         env.__dict__.pop("sawyer_observation_space", None)  # cached property depends on the flag above
         env._set_task_called = True
         env._freeze_rand_vec = False  # fresh layouts ...
@@ -217,10 +226,13 @@ class MetaWorldEnv:
 
     def _observation(self) -> Observation:
         assert self._full_obs is not None
+        state = self._full_obs[:4]
+        if self.goal_state:
+            state = np.concatenate([state, self._full_obs[36:39]])
         return Observation(
             images={cam: self.render(cam) for cam in self.cameras},
-            state=self._full_obs[:4].astype(np.float32),
-            prompt=self.prompt, robot_type=ROBOT_TYPE,
+            state=state.astype(np.float32),
+            prompt=self.prompt, robot_type=self.robot_type,
         )
 
     @property
