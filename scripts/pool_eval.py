@@ -5,18 +5,26 @@
 Prints, per task, successes / episodes with the Wilson 95% interval, then the mean over tasks with the pooled
 interval (as ``gwp eval`` reports them), and the table row for docs/results.md. Refuses reports of different
 checkpoints and an episode (task, seed) counted twice.
+
+    python scripts/pool_eval.py A_REPORTS... --paired B_REPORTS...
+
+compares two runs on the episodes (task, seed) both were evaluated on: per task and in all, how many succeed
+in both, only in A, only in B, and the exact two-sided McNemar p-value (a binomial test on the discordant
+episodes).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 from gigaworld_policy.sim.common import wilson_interval
 
 
-def main(paths: list[str]) -> None:
+def load(paths: list[str]) -> dict[str, dict[int, bool]]:
+    """task -> {eval seed: success}, from the reports of one checkpoint."""
     tasks: dict[str, dict[int, bool]] = {}
     checkpoints = set()
     for path in paths:
@@ -32,6 +40,37 @@ def main(paths: list[str]) -> None:
                 seen[seed] = bool(ok)
     if len(checkpoints) != 1:
         sys.exit(f"reports of different checkpoints: {sorted(checkpoints)}")
+    return tasks
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: the discordant episodes as fair coin flips."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def paired(a_paths: list[str], b_paths: list[str]) -> None:
+    a, b = load(a_paths), load(b_paths)
+    totals = [0, 0, 0, 0]
+    for task in a:
+        seeds = sorted(set(a[task]) & set(b.get(task, {})))
+        both = sum(a[task][s] and b[task][s] for s in seeds)
+        only_a = sum(a[task][s] and not b[task][s] for s in seeds)
+        only_b = sum(b[task][s] and not a[task][s] for s in seeds)
+        print(f"{task:28s} {len(seeds):3d} episodes: both {both:3d}, only A {only_a:3d}, only B {only_b:3d}, "
+              f"p = {mcnemar_p(only_a, only_b):.2g}")
+        totals = [t + v for t, v in zip(totals, (len(seeds), both, only_a, only_b))]
+    n, both, only_a, only_b = totals
+    if n == 0:
+        sys.exit("the two runs share no evaluated episode (task, seed)")
+    print(f"{'all':28s} {n:3d} episodes: A {both + only_a}, B {both + only_b}; both {both}, only A {only_a}, "
+          f"only B {only_b}; exact McNemar p = {mcnemar_p(only_a, only_b):.2g}")
+
+
+def main(paths: list[str]) -> None:
+    tasks = load(paths)
     cells, total, n_total = [], 0, 0
     for task, seen in tasks.items():
         k, n = sum(seen.values()), len(seen)
@@ -47,4 +86,8 @@ def main(paths: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    if "--paired" in sys.argv:
+        cut = sys.argv.index("--paired")
+        paired(sys.argv[1:cut], sys.argv[cut + 1:])
+    else:
+        main(sys.argv[1:])

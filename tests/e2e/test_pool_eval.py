@@ -1,0 +1,39 @@
+"""scripts/pool_eval.py: pooling `gwp eval` reports and the paired comparison of two runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pool_eval.py"
+
+
+def _report(path: Path, checkpoint: str, per_task: dict[str, list[bool]], first_seed: int) -> str:
+    path.mkdir(parents=True)
+    tasks = {t: {"seeds": list(range(first_seed, first_seed + len(ok))), "episode_success": ok}
+             for t, ok in per_task.items()}
+    (path / "report.json").write_text(json.dumps({"checkpoint": checkpoint, "per_task": tasks}))
+    return str(path / "report.json")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+def test_pool_and_paired(tmp_path: Path) -> None:
+    a = [_report(tmp_path / "a1", "A", {"reach-v3": [True] * 8 + [False] * 2}, 0),
+         _report(tmp_path / "a2", "A", {"reach-v3": [True] * 10}, 10)]
+    b = [_report(tmp_path / "b1", "B", {"reach-v3": [False] * 9 + [True]}, 0),
+         _report(tmp_path / "b2", "B", {"reach-v3": [True] * 5 + [False] * 5}, 10)]
+    pooled = _run(*a)
+    assert pooled.returncode == 0 and "18/ 20 = 0.90" in pooled.stdout
+    out = _run(*a, "--paired", *b)
+    assert out.returncode == 0, out.stderr
+    # seeds 0-7: A only; 8: neither; 9: B only; 10-14: both; 15-19: A only
+    assert "A 18, B 6; both 5, only A 13, only B 1; exact McNemar p = 0.0018" in out.stdout
+    mixed = _run(a[0], b[1])
+    assert mixed.returncode != 0 and "different checkpoints" in mixed.stderr
+    twice = _run(a[0], a[0])
+    assert twice.returncode != 0 and "seed 0 is in an earlier report too" in twice.stderr
