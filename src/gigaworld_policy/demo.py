@@ -288,7 +288,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=d.preset)
     p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated Meta-World tasks")
     p.add_argument("--episodes", type=int, default=d.episodes, help="expert demonstrations per task")
-    p.add_argument("--env", default=d.env, choices=["metaworld", "metaworld-goal"],
+    from gigaworld_policy.sim.envs import METAWORLD_ENVS
+
+    p.add_argument("--env", default=d.env, choices=METAWORLD_ENVS,
                    help="metaworld-goal: the goal position in the state too (goal-observable, as Meta-World's MT "
                         "benchmarks define it); default: the goal is read from the images")
     p.add_argument("--action-noise", type=float, default=d.action_noise,
