@@ -113,6 +113,21 @@ def test_generate_actions_equal_action_only_actions(mot: bool) -> None:
     torch.testing.assert_close(joint, only, atol=1e-5, rtol=0)
 
 
+def test_joint_predict_actions_decodes_the_video_with_them() -> None:
+    """A ``joint`` model's actions come from joint decoding (what `gwp eval` runs for the `joint` row):
+    predict_actions is generate's actions under the same noise, and the video noise changes them."""
+    model = make("joint")
+    obs = model.example_observation(2, generator=gen(3))
+    noise = torch.randn(2, model.cfg.action_horizon, model.cfg.action_dim, generator=gen(4))
+    vshape = (2, 3, model.cfg.future_latent_frames, 32, 32)
+    torch.manual_seed(11)  # predict_actions draws the video noise from the global generator
+    via_policy_path = model.predict_actions(obs, noise=noise)
+    same, _ = model.generate(obs, noise=noise, video_noise=torch.randn(vshape, generator=gen(11)), use_cache=True)
+    other, _ = model.generate(obs, noise=noise, video_noise=torch.randn(vshape, generator=gen(12)), use_cache=True)
+    torch.testing.assert_close(via_policy_path, same, atol=1e-5, rtol=0)
+    assert (via_policy_path - other).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("mot", [False, True])
 @pytest.mark.parametrize("mode", ["action_centered", "no_video"])
 def test_prefix_cache_matches_full_recompute(mode: str, mot: bool) -> None:
