@@ -63,7 +63,7 @@ def first_chunk(run: str, variant: str = "plain") -> None:
     from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
 
     policy = Policy.from_checkpoint(run)
-    env = MetaWorldEnv("reach-v3", 64, ("corner2",), goal_state=variant == "goal-state")
+    env = MetaWorldEnv("reach-v3", 64, ("corner2",), state="goal" if variant == "goal-state" else "proprio")
     moved, wanted = [], []
     for seed in [*range(8), *(1_000_000 + i for i in range(8))]:
         obs = env.reset(seed)

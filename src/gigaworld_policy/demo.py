@@ -28,7 +28,7 @@ DEFAULT_TASKS = ("reach-v3", "push-v3", "drawer-close-v3", "button-press-topdown
 class DemoSettings:
     out: Path
     preset: str = "cpu-small"
-    env: str = "metaworld"  # or "metaworld-goal": the goal position in the state as well (sim/metaworld_env.py)
+    env: str = "metaworld"  # or "metaworld-goal" / "metaworld-object": more in the state (sim/metaworld_env.py)
     tasks: tuple[str, ...] = DEFAULT_TASKS
     episodes: int = 25  # demonstrations per task
     action_noise: float = 0.0  # DART-style noise on the expert's executed actions (sim/collect.py)
@@ -290,9 +290,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=d.episodes, help="expert demonstrations per task")
     from gigaworld_policy.sim.envs import METAWORLD_ENVS
 
-    p.add_argument("--env", default=d.env, choices=METAWORLD_ENVS,
+    p.add_argument("--env", default=d.env, choices=list(METAWORLD_ENVS),
                    help="metaworld-goal: the goal position in the state too (goal-observable, as Meta-World's MT "
-                        "benchmarks define it); default: the goal is read from the images")
+                        "benchmarks define it); metaworld-object: the first object's position and the goal "
+                        "(diagnostic); default: the goal is read from the images")
     p.add_argument("--action-noise", type=float, default=d.action_noise,
                    help="std of noise on the expert's executed xyz actions while collecting (DART-style)")
     p.add_argument("--start-jitter", type=float, default=d.start_jitter,

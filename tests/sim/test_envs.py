@@ -69,6 +69,33 @@ def test_metaworld_goal_env_adds_the_goal_to_the_state():
     assert resolve_tasks("metaworld-goal", "MT10") == resolve_tasks("metaworld", "MT10")
 
 
+def test_metaworld_object_env_adds_the_object_and_the_goal_to_the_state():
+    from gigaworld_policy.sim.envs import robot_type
+
+    goal = make_env("metaworld-goal", "push-v3", image_size=32, cameras=("workspace",))
+    obj = make_env("metaworld-object", "push-v3", image_size=32, cameras=("workspace",))
+    assert robot_type("metaworld-object") == obj.robot_type == "metaworld_sawyer_object"
+    assert obj.state_names[4:] == ("obj_x", "obj_y", "obj_z", "goal_x", "goal_y", "goal_z")
+    g, o = goal.reset(3), obj.reset(3)
+    assert o.state.shape == (10,) and o.state.dtype == np.float32 and o.robot_type == "metaworld_sawyer_object"
+    assert np.array_equal(o.state[:4], g.state[:4]) and np.array_equal(o.state[7:], g.state[4:])
+    assert np.array_equal(o.images["workspace"], g.images["workspace"])
+    # the puck: at its drawn start, then where Meta-World's scripted expert has pushed it
+    from gigaworld_policy.sim.metaworld_env import expert_policy_class
+
+    start = obj._env._get_pos_objects()[:3].astype(np.float32)
+    assert np.array_equal(o.state[4:7], start) and not np.allclose(start, o.state[7:])
+    expert = expert_policy_class("push-v3")()
+    for _ in range(150):
+        o = obj.step(np.clip(expert.get_action(obj.expert_state()), -1, 1)).obs
+    assert np.array_equal(o.state[4:7], obj._env._get_pos_objects()[:3].astype(np.float32))
+    assert np.linalg.norm(o.state[4:6] - start[:2]) > 0.02, "the object's position follows the object"
+    with pytest.raises(SimError, match="Meta-World state"):
+        from gigaworld_policy.sim.metaworld_env import MetaWorldEnv
+
+        MetaWorldEnv("push-v3", state="objects")
+
+
 def _goal_marker_pixels(env, camera: str) -> np.ndarray:
     """Pixels that change when reach-v3's goal site is hidden (drawn only; physics is untouched)."""
     import mujoco

@@ -104,6 +104,15 @@ register_embodiment(Embodiment(
     action_names=("dx", "dy", "dz", "grip"),
     delta_mask=(False, False, False, False), fps=80.0, cameras=("corner2",),
 ))
+# Meta-World with the first object's position too (env ``metaworld-object``, a diagnostic): proprio, obs[4:7]
+# (the puck, block, peg, or the handle or button of the task), then the goal, obs[36:39].
+register_embodiment(Embodiment(
+    robot_type="metaworld_sawyer_object", id=4,
+    state_names=("hand_x", "hand_y", "hand_z", "gripper_opening", "obj_x", "obj_y", "obj_z",
+                 "goal_x", "goal_y", "goal_z"),
+    action_names=("dx", "dy", "dz", "grip"),
+    delta_mask=(False, False, False, False), fps=80.0, cameras=("corner2",),
+))
 # ALOHA (gym-aloha, 50 Hz): 6 joints + gripper per arm; delta on the 12 arm joints, absolute grippers.
 register_embodiment(Embodiment(
     robot_type="aloha", id=1, state_names=_aloha_names(""), action_names=_aloha_names(""),

@@ -244,10 +244,9 @@ def _provenance(summary: dict[str, Any], kept_seeds: dict[str, list[int]], episo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gigaworld_policy.data.video import VIDEO_CODECS
-    from gigaworld_policy.sim.envs import ENV_NAMES
+    from gigaworld_policy.sim.envs import ENV_HELP, ENV_NAMES
 
-    parser.add_argument("--env", required=True, choices=ENV_NAMES,
-                        help="metaworld-goal: Meta-World with the goal position in the state (goal-observable)")
+    parser.add_argument("--env", required=True, choices=ENV_NAMES, help=ENV_HELP)
     parser.add_argument("--tasks", required=True, nargs="+",
                         help="task names and/or sets (Meta-World: MT10, MT50, ML45-train, ML45-test; ALOHA: all)")
     parser.add_argument("--episodes", type=int, required=True, help="successful episodes per task")

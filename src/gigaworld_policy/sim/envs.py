@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from gigaworld_policy.sim.common import SimEnv, SimError
 
-ENV_NAMES = ("metaworld", "metaworld-goal", "aloha")
-# Meta-World with the goal position in the proprio state (goal-observable, as its MT benchmarks define it)
-METAWORLD_ENVS = ("metaworld", "metaworld-goal")
+ENV_NAMES = ("metaworld", "metaworld-goal", "metaworld-object", "aloha")
+# Meta-World env name -> what its state holds (metaworld_env.STATE_VARIANTS): proprio only; with the goal
+# position (goal-observable, as its MT benchmarks define it); with the first object's position and the goal
+METAWORLD_ENVS = {"metaworld": "proprio", "metaworld-goal": "goal", "metaworld-object": "object"}
+ENV_HELP = ("metaworld-goal: Meta-World with the goal position in the state (goal-observable); metaworld-object: "
+            "with the first object's position and the goal (a diagnostic: what the images do not give the policy)")
 ALOHA_ALIASES = {"TransferCube": "transfer_cube", "Insertion": "insertion",
                  "AlohaTransferCube-v0": "transfer_cube", "AlohaInsertion-v0": "insertion"}
 
@@ -63,9 +66,9 @@ def robot_type(env_name: str) -> str:
     """The robot type an env's observations carry (the key a trained policy keeps its cameras under)."""
     _check_env_name(env_name)
     if env_name in METAWORLD_ENVS:
-        from gigaworld_policy.sim.metaworld_env import GOAL_ROBOT_TYPE, ROBOT_TYPE
+        from gigaworld_policy.sim.metaworld_env import STATE_VARIANTS
 
-        return GOAL_ROBOT_TYPE if env_name == "metaworld-goal" else ROBOT_TYPE
+        return STATE_VARIANTS[METAWORLD_ENVS[env_name]][0]
     from gigaworld_policy.sim.aloha_env import ROBOT_TYPE as ALOHA_ROBOT_TYPE
 
     return ALOHA_ROBOT_TYPE
@@ -80,7 +83,7 @@ def make_env(env_name: str, task: str, image_size: int = 64, cameras: tuple[str,
         from gigaworld_policy.sim.metaworld_env import DEFAULT_CAMERAS, MAX_EPISODE_STEPS, MetaWorldEnv
 
         return MetaWorldEnv(task, image_size=image_size, cameras=tuple(cameras or DEFAULT_CAMERAS),
-                            max_steps=max_steps or MAX_EPISODE_STEPS, goal_state=env_name == "metaworld-goal")
+                            max_steps=max_steps or MAX_EPISODE_STEPS, state=METAWORLD_ENVS[env_name])
     from gigaworld_policy.sim.aloha_env import DEFAULT_CAMERAS as ALOHA_CAMERAS
     from gigaworld_policy.sim.aloha_env import AlohaEnv
 

@@ -165,11 +165,10 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gigaworld_policy.sim.envs import ENV_NAMES
+    from gigaworld_policy.sim.envs import ENV_HELP, ENV_NAMES
 
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (needed for --policy model)")
-    parser.add_argument("--env", required=True, choices=ENV_NAMES,
-                        help="metaworld-goal: Meta-World with the goal position in the state (goal-observable)")
+    parser.add_argument("--env", required=True, choices=ENV_NAMES, help=ENV_HELP)
     parser.add_argument("--tasks", required=True, nargs="+", help="task names and/or sets (MT10, MT50, ...)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="eval seeds are EVAL_SEED_OFFSET + seed + episode")

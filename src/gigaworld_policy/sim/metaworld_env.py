@@ -30,10 +30,19 @@ from gigaworld_policy.sim.common import (
 )
 
 ROBOT_TYPE = "metaworld_sawyer"
-GOAL_ROBOT_TYPE = "metaworld_sawyer_goal"  # goal_state=True (env "metaworld-goal")
+GOAL_ROBOT_TYPE = "metaworld_sawyer_goal"  # state="goal" (env "metaworld-goal")
+OBJECT_ROBOT_TYPE = "metaworld_sawyer_object"  # state="object" (env "metaworld-object")
 MAX_EPISODE_STEPS = 500  # Meta-World raises when stepping past its max_path_length
 STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
 GOAL_STATE_NAMES = (*STATE_NAMES, "goal_x", "goal_y", "goal_z")
+OBJECT_STATE_NAMES = (*STATE_NAMES, "obj_x", "obj_y", "obj_z", "goal_x", "goal_y", "goal_z")
+# What the policy's state holds: robot type, state names, and the parts of Meta-World's 39-d observation
+# (hand xyz 0:3, gripper 3, first object's position 4:7, goal 36:39) they come from.
+STATE_VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[slice, ...]]] = {
+    "proprio": (ROBOT_TYPE, STATE_NAMES, (slice(0, 4),)),
+    "goal": (GOAL_ROBOT_TYPE, GOAL_STATE_NAMES, (slice(0, 4), slice(36, 39))),
+    "object": (OBJECT_ROBOT_TYPE, OBJECT_STATE_NAMES, (slice(0, 4), slice(4, 7), slice(36, 39))),
+}
 ACTION_NAMES = ("dx", "dy", "dz", "grip")
 # our camera name -> MuJoCo camera name in the Sawyer scene
 CAMERAS: dict[str, str] = {
@@ -120,11 +129,15 @@ def all_tasks() -> tuple[str, ...]:
 
 
 class MetaWorldEnv:
-    """One Meta-World task: images from fixed cameras, 4-d proprio state, 4-d actions.
+    """One Meta-World task: images from fixed cameras, a proprio state, 4-d actions.
 
-    ``goal_state=True``: the state also carries the goal position (obs[36:39] of Meta-World's 39-d vector, the
-    goal-observable observation of its MT benchmarks), under robot type ``metaworld_sawyer_goal``. Without
-    it the goal must be read from the images (the marker of reach, push and pick-place is drawn in them)."""
+    ``state`` (``STATE_VARIANTS``): ``"proprio"`` (default) gives hand xyz and gripper opening, so the goal and
+    the objects must be read from the images (the marker of reach, push and pick-place is drawn in them).
+    ``"goal"`` appends the goal position (obs[36:39] of Meta-World's 39-d vector, the goal-observable
+    observation of its MT benchmarks; robot type ``metaworld_sawyer_goal``). ``"object"`` appends the first
+    object's position (obs[4:7]: the puck, block, peg, or the handle or button of the task) and then the
+    goal (robot type ``metaworld_sawyer_object``): the positions the scripted experts act on, a diagnostic of
+    what the images fail to give the policy."""
 
     env_name = "metaworld"
     robot_type = ROBOT_TYPE
@@ -133,10 +146,11 @@ class MetaWorldEnv:
     action_names = ACTION_NAMES
 
     def __init__(self, task: str, image_size: int = 64, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
-                 max_steps: int = MAX_EPISODE_STEPS, goal_state: bool = False) -> None:
+                 max_steps: int = MAX_EPISODE_STEPS, state: str = "proprio") -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         check_choice(task, list(ALL_V3_ENVIRONMENTS), "Meta-World task")
+        check_choice(state, list(STATE_VARIANTS), "Meta-World state")
         for cam in cameras:
             check_choice(cam, [*CAMERAS, *FREE_CAMERAS], "Meta-World camera")
         if not cameras:
@@ -147,9 +161,8 @@ class MetaWorldEnv:
             raise SimError(f"image_size: must be >= 8, got {image_size}")
         self.task = task
         self.prompt = INSTRUCTIONS[task]
-        self.goal_state = bool(goal_state)
-        self.robot_type = GOAL_ROBOT_TYPE if self.goal_state else ROBOT_TYPE
-        self.state_names = GOAL_STATE_NAMES if self.goal_state else STATE_NAMES
+        self.state = state
+        self.robot_type, self.state_names, self._state_parts = STATE_VARIANTS[state]
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
         self.max_steps = int(max_steps)
@@ -157,7 +170,7 @@ class MetaWorldEnv:
         self.action_high = np.array([1.0, 1.0, 1.0, 1.0])
 
         env = ALL_V3_ENVIRONMENTS[task]()  # render_mode=None: we render ourselves
-        env._partially_observable = False  # goal in the 39-d vector (MT benchmarks): experts, and goal_state
+        env._partially_observable = False  # goal in the 39-d vector (MT benchmarks): experts, and state="goal"
         env.__dict__.pop("sawyer_observation_space", None)  # cached property depends on the flag above
         env._set_task_called = True
         env._freeze_rand_vec = False  # fresh layouts ...
@@ -226,9 +239,7 @@ class MetaWorldEnv:
 
     def _observation(self) -> Observation:
         assert self._full_obs is not None
-        state = self._full_obs[:4]
-        if self.goal_state:
-            state = np.concatenate([state, self._full_obs[36:39]])
+        state = np.concatenate([self._full_obs[part] for part in self._state_parts])
         return Observation(
             images={cam: self.render(cam) for cam in self.cameras},
             state=state.astype(np.float32),
