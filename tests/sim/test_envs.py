@@ -96,6 +96,18 @@ def test_metaworld_object_env_adds_the_object_and_the_goal_to_the_state():
         MetaWorldEnv("push-v3", state="objects")
 
 
+def test_metaworld_state_variants_match_their_embodiments():
+    from gigaworld_policy.data.embodiments import get_embodiment
+    from gigaworld_policy.sim.envs import METAWORLD_ENVS, robot_type
+    from gigaworld_policy.sim.metaworld_env import STATE_VARIANTS
+
+    assert sorted(METAWORLD_ENVS.values()) == sorted(STATE_VARIANTS)
+    for env_name, variant in METAWORLD_ENVS.items():
+        rtype, names, parts = STATE_VARIANTS[variant]
+        assert robot_type(env_name) == rtype and get_embodiment(rtype).state_names == names, env_name
+        assert sum(len(range(39)[p]) for p in parts) == len(names), env_name
+
+
 def _goal_marker_pixels(env, camera: str) -> np.ndarray:
     """Pixels that change when reach-v3's goal site is hidden (drawn only; physics is untouched)."""
     import mujoco

@@ -1,8 +1,9 @@
 """Meta-World (v3, 3.1.1) as a language-conditioned, image-based multi-task benchmark.
 
 One :class:`MetaWorldEnv` runs one task. Design choices:
-- Goal-observable task variant (as in MT10/MT50) so the scripted experts can read the goal; the policy
-  never sees the 39-d vector, only images + 4 proprio dims (hand xyz, gripper opening).
+- Goal-observable task variant (as in MT10/MT50) so the scripted experts can read the goal; by default the
+  policy sees images + 4 proprio dims (hand xyz, gripper opening), not the 39-d vector (``state`` of
+  :class:`MetaWorldEnv` adds the goal, or the first object's position and the goal, from it).
 - Fresh object/goal layouts drawn from the env's own RNG, re-seeded on every ``reset(seed)``: the
   layout, robot start and images are a pure function of the seed, whether the env is new or re-used
   (tests/sim/test_envs.py). Meta-World never clears its "simulation went unstable" flag; we do.
