@@ -20,6 +20,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from gigaworld_policy.data.embodiments import get_embodiment
 from gigaworld_policy.sim.common import (
     Observation,
     SimError,
@@ -34,15 +35,13 @@ ROBOT_TYPE = "metaworld_sawyer"
 GOAL_ROBOT_TYPE = "metaworld_sawyer_goal"  # state="goal" (env "metaworld-goal")
 OBJECT_ROBOT_TYPE = "metaworld_sawyer_object"  # state="object" (env "metaworld-object")
 MAX_EPISODE_STEPS = 500  # Meta-World raises when stepping past its max_path_length
-STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
-GOAL_STATE_NAMES = (*STATE_NAMES, "goal_x", "goal_y", "goal_z")
-OBJECT_STATE_NAMES = (*STATE_NAMES, "obj_x", "obj_y", "obj_z", "goal_x", "goal_y", "goal_z")
-# What the policy's state holds: robot type, state names, and the parts of Meta-World's 39-d observation
-# (hand xyz 0:3, gripper 3, first object's position 4:7, goal 36:39) they come from.
-STATE_VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[slice, ...]]] = {
-    "proprio": (ROBOT_TYPE, STATE_NAMES, (slice(0, 4),)),
-    "goal": (GOAL_ROBOT_TYPE, GOAL_STATE_NAMES, (slice(0, 4), slice(36, 39))),
-    "object": (OBJECT_ROBOT_TYPE, OBJECT_STATE_NAMES, (slice(0, 4), slice(4, 7), slice(36, 39))),
+# What the policy's state holds: its robot type (whose registered embodiment names the dims,
+# data/embodiments.py) and the parts of Meta-World's 39-d observation it is cut from (hand xyz 0:3,
+# gripper 3, first object's position 4:7, goal 36:39).
+STATE_VARIANTS: dict[str, tuple[str, tuple[slice, ...]]] = {
+    "proprio": (ROBOT_TYPE, (slice(0, 4),)),
+    "goal": (GOAL_ROBOT_TYPE, (slice(0, 4), slice(36, 39))),
+    "object": (OBJECT_ROBOT_TYPE, (slice(0, 4), slice(4, 7), slice(36, 39))),
 }
 ACTION_NAMES = ("dx", "dy", "dz", "grip")
 # our camera name -> MuJoCo camera name in the Sawyer scene
@@ -143,7 +142,7 @@ class MetaWorldEnv:
     env_name = "metaworld"
     robot_type = ROBOT_TYPE
     fps = 80.0  # 0.0025 s physics step x frame_skip 5
-    state_names = STATE_NAMES
+    state_names: tuple[str, ...]
     action_names = ACTION_NAMES
 
     def __init__(self, task: str, image_size: int = 64, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
@@ -162,8 +161,9 @@ class MetaWorldEnv:
             raise SimError(f"image_size: must be >= 8, got {image_size}")
         self.task = task
         self.prompt = INSTRUCTIONS[task]
-        self.state = state
-        self.robot_type, self.state_names, self._state_parts = STATE_VARIANTS[state]
+        self.state_variant = state
+        self.robot_type, self._state_parts = STATE_VARIANTS[state]
+        self.state_names = get_embodiment(self.robot_type).state_names
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
         self.max_steps = int(max_steps)
