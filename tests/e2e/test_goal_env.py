@@ -22,9 +22,14 @@ def test_goal_env_collect_train_eval(tmp_path: Path) -> None:
     robots = Policy.from_checkpoint(str(run)).metadata()["robot_types"]
     assert set(robots) == {"metaworld_sawyer_goal"}
     assert gwp(["eval", "--checkpoint", str(run), "--env", "metaworld-goal", "--tasks", "reach-v3", "--episodes", "1",
-                "--max-steps", "9", "--image-size", "32", "--out", str(tmp_path / "ev")]) == 0
+                "--max-steps", "9", "--image-size", "24", "--out", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["env"] == "metaworld-goal" and report["per_task"]["reach-v3"]["lengths"] == [9]
+    assert report["image_size"] == 24  # as asked
+    # without --image-size the env renders at the model's view tile (tiny: 32x32), not at a fixed 64
+    assert gwp(["eval", "--checkpoint", str(run), "--env", "metaworld-goal", "--tasks", "reach-v3", "--episodes", "1",
+                "--max-steps", "3", "--out", str(tmp_path / "ev2")]) == 0
+    assert json.loads((tmp_path / "ev2" / "report.json").read_text())["image_size"] == 32
     # the 4-d env gives a robot type this checkpoint never saw: refused before any episode, naming the fit
     with pytest.raises(SystemExit, match=r"robot type 'metaworld_sawyer'.*envs that give them: metaworld-goal\)"):
         gwp(["eval", "--checkpoint", str(run), "--env", "metaworld", "--tasks", "reach-v3", "--episodes", "1",

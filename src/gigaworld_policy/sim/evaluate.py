@@ -73,11 +73,13 @@ def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: boo
 
 
 def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, seed: int = 0,
-             replan_every: int = 8, out_dir: str | Path | None = None, image_size: int = 64,
+             replan_every: int = 8, out_dir: str | Path | None = None, image_size: int | None = None,
              cameras: tuple[str, ...] | None = None, max_steps: int | None = None, video: bool = False,
              imagine: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()``, ``bind_env(env)``).
-    ``cameras`` None: the cameras a trained policy was trained on for this env's robot, else the env's."""
+    ``cameras`` None: the cameras a trained policy was trained on for this env's robot, else the env's.
+    ``image_size`` None: the side of the largest view tile the trained policy feeds its model for this env's
+    robot (no resize between render and model), else 64."""
     from tqdm import tqdm
 
     from gigaworld_policy.sim.envs import make_env, resolve_tasks
@@ -87,6 +89,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
     task_list = resolve_tasks(env_name, tasks)
     check_robot_type(policy, env_name)
     cameras = cameras or checkpoint_cameras(policy, env_name)
+    image_size = image_size or checkpoint_image_size(policy, env_name) or 64
     if episodes < 1:
         raise SimError(f"episodes: must be >= 1, got {episodes}")
     out = Path(out_dir) if out_dir is not None else None
@@ -177,7 +180,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="directory for report.json, report.md and videos")
     parser.add_argument("--video", action="store_true", help="write an mp4 per episode")
     parser.add_argument("--imagine", action="store_true", help="mp4 side by side with imagined future frames")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="rendered image side (default: the checkpoint's view tile for this robot, else 64)")
     parser.add_argument("--cameras", nargs="+", default=None,
                         help="cameras to render (default: the checkpoint's cameras for this robot, else the env's)")
     parser.add_argument("--max-steps", type=int, default=None)
@@ -223,6 +227,19 @@ def checkpoint_cameras(policy: Any, env_name: str) -> tuple[str, ...] | None:
 
     spec = policy.metadata()["robot_types"].get(robot_type(env_name))
     return tuple(spec["cameras"]) if spec else None
+
+
+def checkpoint_image_size(policy: Any, env_name: str) -> int | None:
+    """The side of the largest view tile a trained policy feeds its model for this env's robot type (None:
+    not a trained policy, or no such robot type). Rendering at it avoids a resize the training data did not
+    have when the data were rendered at the model's size (a 64-pixel render upscaled into a 128-pixel tile
+    would be a silent train/eval mismatch)."""
+    if not hasattr(policy, "metadata"):
+        return None
+    from gigaworld_policy.sim.envs import robot_type
+
+    spec = policy.metadata()["robot_types"].get(robot_type(env_name))
+    return max(max(hw) for hw in spec["image_sizes"].values()) if spec else None
 
 
 def run(args: argparse.Namespace) -> int:
