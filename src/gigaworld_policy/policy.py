@@ -63,6 +63,7 @@ class Policy:
         self._text_encoder = text_encoder
         self._text_cache: dict[str, torch.Tensor] = {}  # prompt -> [l, e] real tokens
         self._lock = threading.Lock()
+        self._episode_gen: torch.Generator | None = None  # set by reset(seed=...)
         self.robots: dict[str, RobotSpec] = {}
         for i, src in enumerate(norm_stats.get("sources", [])):
             self._add_source(src, f"norm_stats sources[{i}]")
@@ -139,9 +140,14 @@ class Policy:
                 "num_future_frames": m.num_future_frames if m.attention_mode != "no_video" else 0,
                 "image_dtype": "uint8", "image_layout": "HWC", "attention_mode": m.attention_mode}
 
-    def reset(self) -> None:
-        """New episode. The policy keeps no per-episode state (each chunk depends on the current
-        observation only); prompt embeddings stay cached."""
+    def reset(self, seed: int | None = None) -> None:
+        """New episode. Each chunk depends on the current observation only; prompt embeddings stay cached.
+        ``seed``: the episode's calls that pass neither ``noise`` nor ``seed`` draw their initial noise from
+        a generator seeded with it, so a rollout replays exactly (closed-loop evaluation passes the episode
+        seed); None: from torch's global generator."""
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise PolicyInputError(f"reset 'seed': expected an int or None, got {type(seed).__name__}")
+        self._episode_gen = torch.Generator().manual_seed(seed % (1 << 63)) if seed is not None else None
 
     def infer(self, observation: dict[str, Any], *, return_video: bool = False, num_steps: int | None = None,
               noise: np.ndarray | torch.Tensor | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -247,7 +253,7 @@ class Policy:
                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         m = self.config.model
         shape = (1, m.action_horizon, m.action_dim)
-        gen = None
+        gen = self._episode_gen if noise is None else None
         if seed is not None:
             if not isinstance(seed, int) or isinstance(seed, bool):
                 raise PolicyInputError(f"'seed': expected an int, got {type(seed).__name__}")

@@ -37,6 +37,30 @@ def test_infer_shapes_timing_and_determinism(policy: Policy) -> None:
     np.testing.assert_array_equal(out["actions"], policy.infer(obs, noise=noise[0].numpy(), num_steps=3)["actions"])
 
 
+def test_reset_seed_replays_an_episode(policy: Policy) -> None:
+    """reset(seed=s): unseeded calls draw their noise from s, so an episode's chunks replay exactly."""
+    obs = make_obs(2)
+
+    def episode(seed: int | None) -> list[np.ndarray]:
+        policy.reset(seed=seed)
+        return [policy.infer(obs, num_steps=2)["actions"] for _ in range(2)]
+
+    try:
+        first, again, other = episode(5), episode(5), episode(6)
+        np.testing.assert_array_equal(np.stack(first), np.stack(again))
+        assert not np.allclose(first[0], first[1])  # the generator advances within the episode
+        assert not np.allclose(first[0], other[0])
+        policy.reset(seed=5)  # an explicit per-call seed still wins
+        np.testing.assert_array_equal(policy.infer(obs, seed=7, num_steps=2)["actions"],
+                                      policy.infer(obs, seed=7, num_steps=2)["actions"])
+        with pytest.raises(PolicyInputError, match="reset 'seed'"):
+            policy.reset(seed="5")  # type: ignore[arg-type]
+    finally:
+        policy.reset()  # back to torch's global generator for the other tests
+    unseeded = episode(None)
+    assert not np.allclose(unseeded[0], first[0])
+
+
 def test_video_matches_action_only_decoding(policy: Policy) -> None:
     obs = make_obs(2)
     plain = policy.infer(obs, seed=3, num_steps=2)
@@ -159,6 +183,7 @@ def test_sim_harness_drives_policy(checkpoint: Path) -> None:
 
         def __init__(self) -> None:
             self.t = 0
+            self.actions: list[np.ndarray] = []
 
         def _obs(self) -> Observation:
             o = make_obs(self.t)
@@ -170,6 +195,7 @@ def test_sim_harness_drives_policy(checkpoint: Path) -> None:
 
         def step(self, action: np.ndarray) -> StepResult:
             assert action.shape == (14,) and np.isfinite(action).all()
+            self.actions.append(action)
             self.t += 1
             return StepResult(self._obs(), 0.0, False, self.t >= 10)
 
@@ -178,6 +204,12 @@ def test_sim_harness_drives_policy(checkpoint: Path) -> None:
     assert res["length"] == 10 and len(res["latency_ms"]) == 3
     res = run_episode(pol, FakeEnv(), seed=0, replan_every=8, imagine=True, record=True)
     assert res["length"] == 10 and len(res["frames"]) > 0
+    # the episode seed seeds the policy's sampling noise: a rerun of an episode takes the same actions
+    envs = [FakeEnv() for _ in range(3)]
+    for env, seed in zip(envs, (3, 3, 4)):
+        run_episode(pol, env, seed=seed, replan_every=4)
+    np.testing.assert_array_equal(np.stack(envs[0].actions), np.stack(envs[1].actions))
+    assert not np.allclose(np.stack(envs[0].actions), np.stack(envs[2].actions))
 
 
 def test_wan_vae_checkpoint_needs_and_uses_its_vae(tmp_path: Path, norm_stats, wan_shaped_config,

@@ -65,6 +65,18 @@ def test_served_actions_equal_in_process(server: PolicyServer, policy: Policy) -
     np.testing.assert_array_equal(vid["video"], policy.infer(obs, seed=123, num_steps=3, return_video=True)["video"])
 
 
+def test_client_reset_seed_replays_an_episode(server: PolicyServer) -> None:
+    obs = make_obs(12)
+    with PolicyClient("127.0.0.1", server.port) as c:
+        runs = []
+        for seed in (9, 9, 10):
+            c.reset(seed=seed)
+            runs.append(np.stack([c.infer(obs, num_steps=2)["actions"] for _ in range(2)]))
+        c.reset()
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0][0], runs[0][1]) and not np.allclose(runs[0], runs[2])
+
+
 def _bad_frames() -> list[tuple[str, bytes | str, str, str]]:
     good = make_obs(0)
     req = infer_request(good)

@@ -17,6 +17,8 @@ import time
 import urllib.request
 from typing import Any
 
+import numpy as np
+
 from gigaworld_policy.serve.protocol import PROTOCOL_VERSION, ProtocolError, packb, unpackb
 
 
@@ -39,6 +41,7 @@ class PolicyClient:
                            max_size=max_reply_bytes)
         self._lock = threading.Lock()
         self._ids = itertools.count()
+        self._episode_rng: np.random.Generator | None = None  # set by reset(seed=...)
         hello = self._recv()
         if hello.get("type") != "metadata":
             raise ProtocolError(f"expected a metadata message on connect, got type {hello.get('type')!r}")
@@ -72,6 +75,8 @@ class PolicyClient:
               return_video: bool = False) -> dict[str, Any]:
         """Observation (docs/CONTRACTS.md) -> {"actions", "timing"[, "video"]}; timing adds roundtrip_ms."""
         t0 = time.perf_counter()
+        if seed is None and self._episode_rng is not None:
+            seed = int(self._episode_rng.integers(1 << 62))
         reply = self.request({"type": "infer", "observation": observation, "seed": seed, "num_steps": num_steps,
                               "return_video": return_video})
         out = {"actions": reply["actions"], "timing": dict(reply.get("timing", {}))}
@@ -80,8 +85,10 @@ class PolicyClient:
         out["timing"]["roundtrip_ms"] = (time.perf_counter() - t0) * 1000.0
         return out
 
-    def reset(self) -> None:
-        """Policy protocol hook (the server-side policy is stateless per episode)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Policy protocol hook: new episode. ``seed``: the episode's calls that pass no seed send seeds drawn
+        from a generator seeded with it, so a rollout through the server replays exactly; None: unseeded."""
+        self._episode_rng = np.random.default_rng(seed) if seed is not None else None
 
     def close(self) -> None:
         self._ws.close()

@@ -14,6 +14,7 @@ episode lengths, policy latency per chunk), report.md, and with ``video=True`` o
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -30,12 +31,22 @@ def eval_seed(seed: int, episode: int) -> int:
     return EVAL_SEED_OFFSET + int(seed) + int(episode)
 
 
+def reset_policy(policy: Any, seed: int) -> None:
+    """New episode: ``policy.reset(seed=seed)`` where the hook takes a seed (the trained policy then draws
+    its sampling noise from it: an episode replays exactly), else ``policy.reset()``; no hook: nothing."""
+    if not hasattr(policy, "reset"):
+        return
+    if "seed" in inspect.signature(policy.reset).parameters:
+        policy.reset(seed=seed)
+    else:
+        policy.reset()
+
+
 def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: bool = False,
                 imagine: bool = False) -> dict[str, Any]:
     """One closed-loop episode. Returns success, length, per-chunk latencies (ms) and optional frames."""
     obs = env.reset(seed)
-    if hasattr(policy, "reset"):
-        policy.reset()
+    reset_policy(policy, seed)
     latencies: list[float] = []
     frames: list[np.ndarray] = []
     success, steps, done = False, 0, False

@@ -1,8 +1,8 @@
 """The policy protocol of closed-loop evaluation and the built-in expert / random policies.
 
 Anything with ``infer(obs) -> {"actions": float [T, A], ...}`` (obs per docs/CONTRACTS.md, actions in
-absolute robot units) is a policy; ``reset()`` (new episode) and ``bind_env(env)`` (new task env) are
-optional hooks. ``gigaworld_policy.policy.Policy`` (the trained model) follows the same protocol.
+absolute robot units) is a policy; ``reset()`` or ``reset(seed=...)`` (new episode; closed-loop evaluation
+passes the episode seed to a hook that takes one) and ``bind_env(env)`` (new task env) are optional hooks. ``gigaworld_policy.policy.Policy`` (the trained model) follows the same protocol.
 """
 
 from __future__ import annotations
