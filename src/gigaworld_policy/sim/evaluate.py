@@ -87,7 +87,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
              replan_every: int = 8, out_dir: str | Path | None = None, image_size: int | None = None,
              cameras: tuple[str, ...] | None = None, max_steps: int | None = None, video: bool = False,
              imagine: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()``, ``bind_env(env)``).
+    """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()`` or ``reset(seed=)``, ``bind_env(env)``).
     ``cameras`` None: the cameras a trained policy was trained on for this env's robot, else the env's.
     ``image_size`` None: the side of the largest view tile the trained policy feeds its model for this env's
     robot (no resize between render and model), else 64."""
