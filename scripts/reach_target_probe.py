@@ -16,7 +16,7 @@ import numpy as np
 
 from gigaworld_policy.policy import Policy
 from gigaworld_policy.sim.envs import make_env
-from gigaworld_policy.sim.evaluate import checkpoint_cameras, eval_seed, run_episode
+from gigaworld_policy.sim.evaluate import checkpoint_cameras, checkpoint_image_size, eval_seed, run_episode
 
 
 class DistanceTracker:
@@ -44,7 +44,8 @@ class DistanceTracker:
 
 def main(checkpoint: str, env_name: str, episodes: int = 10) -> None:
     policy = Policy.from_checkpoint(checkpoint)
-    env = DistanceTracker(make_env(env_name, "reach-v3", cameras=checkpoint_cameras(policy, env_name)))
+    env = DistanceTracker(make_env(env_name, "reach-v3", image_size=checkpoint_image_size(policy, env_name) or 64,
+                                   cameras=checkpoint_cameras(policy, env_name)))
     closest_goal, closest_puck = [], []
     for ep in range(episodes):
         out = run_episode(policy, env, eval_seed(0, ep), replan_every=8)

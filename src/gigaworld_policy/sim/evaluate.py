@@ -229,27 +229,28 @@ def check_robot_type(policy: Any, env_name: str) -> None:
                        f"envs that give them: {', '.join(fits) or 'none'})")
 
 
-def checkpoint_cameras(policy: Any, env_name: str) -> tuple[str, ...] | None:
-    """The cameras a trained policy was trained on for this env's robot type (None: not a trained policy, or
-    it has no such robot type; the policy then names what it expects on the first call)."""
+def checkpoint_robot_spec(policy: Any, env_name: str) -> dict[str, Any] | None:
+    """The trained policy's metadata for this env's robot type (None: not a trained policy, or it has no
+    such robot type; the policy then names what it expects on the first call)."""
     if not hasattr(policy, "metadata"):
         return None
     from gigaworld_policy.sim.envs import robot_type
 
-    spec = policy.metadata()["robot_types"].get(robot_type(env_name))
+    return policy.metadata()["robot_types"].get(robot_type(env_name))
+
+
+def checkpoint_cameras(policy: Any, env_name: str) -> tuple[str, ...] | None:
+    """The cameras a trained policy was trained on for this env's robot type (None: see checkpoint_robot_spec)."""
+    spec = checkpoint_robot_spec(policy, env_name)
     return tuple(spec["cameras"]) if spec else None
 
 
 def checkpoint_image_size(policy: Any, env_name: str) -> int | None:
-    """The side of the largest view tile a trained policy feeds its model for this env's robot type (None:
-    not a trained policy, or no such robot type). Rendering at it avoids a resize the training data did not
-    have when the data were rendered at the model's size (a 64-pixel render upscaled into a 128-pixel tile
-    would be a silent train/eval mismatch)."""
-    if not hasattr(policy, "metadata"):
-        return None
-    from gigaworld_policy.sim.envs import robot_type
-
-    spec = policy.metadata()["robot_types"].get(robot_type(env_name))
+    """The side of the largest view tile a trained policy feeds its model for this env's robot type (None: see
+    checkpoint_robot_spec). Rendering at it avoids a resize the training data did not have when the data
+    were rendered at the model's size (a 64-pixel render upscaled into a 128-pixel tile would be a silent
+    train/eval mismatch)."""
+    spec = checkpoint_robot_spec(policy, env_name)
     return max(max(hw) for hw in spec["image_sizes"].values()) if spec else None
 
 
