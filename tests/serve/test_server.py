@@ -73,6 +73,8 @@ def test_client_reset_seed_replays_an_episode(server: PolicyServer) -> None:
             c.reset(seed=seed)
             runs.append(np.stack([c.infer(obs, num_steps=2)["actions"] for _ in range(2)]))
         c.reset()
+        with pytest.raises(ValueError, match="reset 'seed'"):
+            c.reset(seed=-1)
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.allclose(runs[0][0], runs[0][1]) and not np.allclose(runs[0], runs[2])
 

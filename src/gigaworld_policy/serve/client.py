@@ -88,6 +88,8 @@ class PolicyClient:
     def reset(self, seed: int | None = None) -> None:
         """Policy protocol hook: new episode. ``seed``: the episode's calls that pass no seed send seeds drawn
         from a generator seeded with it, so a rollout through the server replays exactly; None: unseeded."""
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"reset 'seed': expected a non-negative int or None, got {seed!r}")
         self._episode_rng = np.random.default_rng(seed) if seed is not None else None
 
     def close(self) -> None:
