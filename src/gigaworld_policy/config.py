@@ -69,6 +69,13 @@ class ModelConfig:
     # coordinates for small cues such as Meta-World's one-pixel reach goal. 0: off. Pixel tokenizer only.
     keypoints: int = 0
     keypoint_hidden: int = 32  # channels of the keypoint net's two 3x3 convs
+    # Auxiliary scene-state head: the width of a training target read from the dataset's
+    # ``observation.environment_state`` (LeRobot's key for the scene's state; Meta-World collection records
+    # the object's position there), normalized by its dataset stats and predicted from the reference-frame
+    # tokens' last hidden states (attention pooling, then a linear map). A training signal that makes the
+    # image tokens carry where the object is; inference never runs the head and the policy never receives
+    # the target. 0: off. Its loss weight: flow.aux_loss_weight.
+    aux_dim: int = 0
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32
     num_future_frames: int = 2  # pixel frames predicted after the current one (paper: 4)
@@ -109,6 +116,7 @@ class ModelConfig:
                    "model.patch_stem_channels", f"needs square power-of-two patches with one entry per "
                    f"halving: patch {self.patch_size[1:]} and {len(self.patch_stem_channels)} entries")
             _check(all(int(c) > 0 for c in self.patch_stem_channels), "model.patch_stem_channels", "must be > 0")
+        _check(self.aux_dim >= 0, "model.aux_dim", f"must be >= 0, got {self.aux_dim}")
         _check(self.keypoints >= 0 and self.keypoint_hidden > 0, "model.keypoints",
                f"keypoints must be >= 0 and keypoint_hidden > 0, got {self.keypoints} and {self.keypoint_hidden}")
         if self.keypoints:
@@ -185,13 +193,14 @@ class FlowConfig:
     # per training sample, the probability that the (normalized) state is zeroed: the policy must also
     # act from the images; inference always passes the state (model.use_state=false drops it for good)
     state_dropout: float = 0.0
+    aux_loss_weight: float = 1.0  # weight of the auxiliary scene-state loss (model.aux_dim > 0)
     num_inference_steps: int = 10
     inference_shift: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("action_shift", "video_shift", "inference_shift"):
             _check(getattr(self, name) > 0, f"flow.{name}", "must be > 0")
-        for name in ("action_loss_weight", "video_loss_weight"):
+        for name in ("action_loss_weight", "video_loss_weight", "aux_loss_weight"):
             _check(getattr(self, name) >= 0, f"flow.{name}", "must be >= 0")
         _check(0.0 <= self.world_model_prob <= 1.0, "flow.world_model_prob", "must be in [0, 1]")
         _check(0.0 <= self.state_dropout < 1.0, "flow.state_dropout",

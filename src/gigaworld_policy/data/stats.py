@@ -31,6 +31,7 @@ from gigaworld_policy.data.lerobot import INFO_PATH, LeRobotDataset
 
 STATS_FORMAT = "gigaworld_policy.norm_stats/1"
 STATE_KEY, ACTION_KEY = "observation.state", "action"
+ENV_STATE_KEY = "observation.environment_state"  # LeRobot's scene state: a training target only (model.aux_dim)
 DEFAULT_STATS_NAME = "meta/gwp_norm_stats.json"
 
 

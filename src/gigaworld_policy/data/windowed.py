@@ -13,6 +13,8 @@ Per sample (the unbatched version of model/batch.py):
   action_dim_mask bool    [a]           True on the robot's real action dims
   text            float32 [l, e]        cached prompt embeddings of the frame's task; text_mask bool [l]
   embodiment_id   int64   []            from the embodiment registry
+  aux_target      float32 [x]           only with model.aux_dim = x > 0: ``observation.environment_state`` at
+                                        t, (value - mean) / std with the dataset's meta/stats.json
 With a latent cache (``DataSource.latent_cache``, data/latent_cache.py) ``image``/``future_frames`` are
 replaced by
   latents         float32 [C, 1 + f_lat, h_lat, w_lat]  the tokenizer's latents of the same frames, read
@@ -38,10 +40,17 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from gigaworld_policy.config import Config
 from gigaworld_policy.data.embodiments import Embodiment, check_num_embodiments, get_embodiment
+from gigaworld_policy.data.errors import DatasetError
 from gigaworld_policy.data.latent_cache import LatentCache
 from gigaworld_policy.data.lerobot import LeRobotDataset
 from gigaworld_policy.data.normalize import Normalizer, pad_last
-from gigaworld_policy.data.stats import ACTION_KEY, STATE_KEY, check_dataset_embodiment, load_or_compute_stats
+from gigaworld_policy.data.stats import (
+    ACTION_KEY,
+    ENV_STATE_KEY,
+    STATE_KEY,
+    check_dataset_embodiment,
+    load_or_compute_stats,
+)
 from gigaworld_policy.data.text_cache import DEFAULT_CACHE_NAME, TextEmbeddingCache
 from gigaworld_policy.data.views import CAMERA_PREFIX, compose_views_sequence, resolve_cameras
 from gigaworld_policy.model.text import TextEncoder, build_text_encoder
@@ -68,6 +77,7 @@ class _Source:
     cameras: list[str]  # names without the observation.images. prefix, tiling order
     text: dict[str, torch.Tensor]  # task -> [l, e]
     latents: LatentCache | None = None  # per process: DataLoader workers get their own copy
+    aux: tuple[np.ndarray, np.ndarray] | None = None  # model.aux_dim: (mean, std) of the environment state
 
 
 class WindowedDataset(Dataset):
@@ -119,7 +129,8 @@ class WindowedDataset(Dataset):
         tasks = [t for t in ds.tasks if t]
         embs = cache.get_many(tasks, encoder) if tasks else []
         text = {t: e[: cfg.model.max_text_tokens].float() for t, e in zip(tasks, embs)}
-        return _Source(ds, spec.weight, emb, Normalizer(stats, cfg.data.normalization), cameras, text)
+        aux = aux_stats(ds, cfg.model.aux_dim) if cfg.model.aux_dim else None
+        return _Source(ds, spec.weight, emb, Normalizer(stats, cfg.data.normalization), cameras, text, aux=aux)
 
     @property
     def augments(self) -> bool:
@@ -181,6 +192,10 @@ class WindowedDataset(Dataset):
             "action_dim_mask": torch.arange(m.action_dim) < src.embodiment.action_dim,
             "embodiment_id": torch.tensor(src.embodiment.id, dtype=torch.int64),
         }
+        if src.aux is not None:
+            mean, std = src.aux
+            env_state = ds.get_numeric(ep, ENV_STATE_KEY, np.asarray([f]))[0]
+            out["aux_target"] = ((env_state - mean) / std).astype(np.float32)
         offsets = np.asarray(self.cfg.data.future_offsets if self.with_video else (), dtype=np.int64)
         fut = f + offsets
         if src.latents is not None:
@@ -205,6 +220,26 @@ class WindowedDataset(Dataset):
         uniq = sorted(set(frames.tolist()))
         per_cam = {c: dict(zip(uniq, src.ds.get_images(ep, CAMERA_PREFIX + c, uniq))) for c in src.cameras}
         return [{c: per_cam[c][int(fr)] for c in src.cameras} for fr in frames]
+
+
+def aux_stats(ds: LeRobotDataset, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of ``ds``'s ``observation.environment_state`` from its meta/stats.json (std floored at
+    1e-4: a constant dim maps to 0), checked to be ``width`` (model.aux_dim) wide. Raises DatasetError."""
+    where = f"{ds.root}: model.aux_dim={width} trains on {ENV_STATE_KEY!r}"
+    if ENV_STATE_KEY not in ds.features:
+        raise DatasetError(f"{where}, which this dataset does not have (features: {sorted(ds.features)}); "
+                           "Meta-World datasets from gwp collect record it, or set model.aux_dim=0")
+    have = list(ds.features[ENV_STATE_KEY]["shape"])
+    if have != [width]:
+        raise DatasetError(f"{where}: its shape is {have}, expected [{width}]")
+    st = (ds.stats or {}).get(ENV_STATE_KEY)
+    if not st or "mean" not in st or "std" not in st:
+        raise DatasetError(f"{where}: meta/stats.json has no mean/std for it")
+    mean, std = np.asarray(st["mean"], np.float64), np.asarray(st["std"], np.float64)
+    if mean.shape != (width,) or std.shape != (width,) or not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise DatasetError(f"{where}: meta/stats.json mean/std must be {width} finite numbers, got {st['mean']!r}, "
+                           f"{st['std']!r}")
+    return mean, np.maximum(std, 1e-4)
 
 
 def collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

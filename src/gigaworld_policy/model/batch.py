@@ -21,6 +21,9 @@ Training batch (``compute_loss``) = observation plus:
   action_dim_mask  bool    [b, a]           True for the robot's real action dims (padding excluded)
   future_frames    float32 [b, f, c, h, w]  future frames in [-1, 1] (absent for attention_mode=no_video)
   future_is_pad    bool    [b, f]           True for frames past the episode end (excluded from the loss)
+  aux_target       float32 [b, x]                required when model.aux_dim = x > 0: the normalized scene
+                                            state (``observation.environment_state``) the auxiliary head
+                                            predicts; never part of an observation
   latents          float32 [b, C, n_lat, h_lat, w_lat]  optional: the tokenizer's latents of image + future
                                             frames (reference latent frame first, as ``encode_video``
                                             returns them; only the reference for no_video), e.g. from the
@@ -59,7 +62,7 @@ def _dims(cfg: ModelConfig) -> dict[str, int]:
         "t": cfg.action_horizon, "a": cfg.action_dim, "s": cfg.state_dim, "f": cfg.num_future_frames,
         "c": 3, "h": cfg.image_height, "w": cfg.image_width, "e": cfg.text_dim,
         "C": cfg.latent_channels, "n_lat": 1 + cfg.future_latent_frames, "h_lat": cfg.latent_hw[0],
-        "w_lat": cfg.latent_hw[1],
+        "w_lat": cfg.latent_hw[1], "x": cfg.aux_dim,
     }
 
 
@@ -74,6 +77,7 @@ TRAIN_SPEC: dict[str, KeySpec] = {
     "actions": KeySpec(("b", "t", "a"), torch.float32, finite=True),
     "future_frames": KeySpec(("b", "f", "c", "h", "w"), torch.float32, finite=True, value_range=(-1.0, 1.0)),
     "latents": KeySpec(("b", "C", "n_lat", "h_lat", "w_lat"), torch.float32, finite=True),
+    "aux_target": KeySpec(("b", "x"), torch.float32, finite=True),
 }
 OPTIONAL_SPEC: dict[str, KeySpec] = {
     "action_is_pad": KeySpec(("b", "t"), torch.bool),
@@ -113,6 +117,8 @@ def validate(batch: Batch, cfg: ModelConfig, *, training: bool) -> int:
     video = cfg.attention_mode != "no_video"
     if training:
         specs["actions"] = TRAIN_SPEC["actions"]
+        if cfg.aux_dim:
+            specs["aux_target"] = TRAIN_SPEC["aux_target"]
         if "latents" in batch:  # cached latents stand in for the pixels; pixels given anyway are still checked
             specs["latents"] = TRAIN_SPEC["latents"]
             if "image" not in batch:
@@ -177,6 +183,8 @@ def example_batch(cfg: ModelConfig, batch_size: int = 2, *, training: bool = Tru
         out["action_is_pad"][0, -max(1, d["t"] // 4):] = True  # one sample ends inside the chunk
         out["action_dim_mask"] = torch.ones(b, d["a"], dtype=torch.bool)
         out["action_dim_mask"][:, max(1, d["a"] - 2):] = False  # last dims are padding
+        if cfg.aux_dim:
+            out["aux_target"] = randn(b, d["x"])
         if cfg.attention_mode != "no_video":
             out["future_frames"] = img(b, d["f"], 3, d["h"], d["w"])
             out["future_is_pad"] = torch.zeros(b, d["f"], dtype=torch.bool)

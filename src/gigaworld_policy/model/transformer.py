@@ -170,6 +170,23 @@ class SpatialKeypoints(nn.Module):
         return self.proj(self.coordinates(frame).flatten(1).to(frame.dtype))  # x0, y0, x1, y1, ...
 
 
+class AuxHead(nn.Module):
+    """Reference-frame tokens' last hidden states [b, n, D] -> [b, out_dim] (``model.aux_dim``): a softmax over
+    the tokens of a learned score weights a per-token linear prediction, so the head can read the target
+    from the tokens where the object is. A training signal only (WorldActionModel.compute_loss)."""
+
+    def __init__(self, dim: int, out_dim: int, eps: float):
+        super().__init__()
+        self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.score = nn.Linear(dim, 1)
+        self.value = nn.Linear(dim, out_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.norm(tokens.float()).to(self.value.weight.dtype)
+        weights = torch.softmax(self.score(h).float(), dim=1)  # [b, n, 1]
+        return (weights * self.value(h).float()).sum(dim=1)
+
+
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[2i], x[2i+1]) by per-token angles (Wan's RoPE convention).
 
@@ -319,6 +336,7 @@ class WorldActionTransformer(nn.Module):
         self.action_out_modulation = nn.Linear(D, 2 * Da)
         self.keypoints = (SpatialKeypoints(cfg.latent_channels, cfg.keypoint_hidden, cfg.keypoints, Da)
                           if cfg.keypoints else None)
+        self.aux_head = AuxHead(D, cfg.aux_dim, cfg.eps) if cfg.aux_dim else None
         self._init_new_modules()
         self._build_rope_tables()
 
@@ -469,12 +487,15 @@ class WorldActionTransformer(nn.Module):
         noisy_future: torch.Tensor | None,  # [b, c, f, h, w]
         future_sigma: torch.Tensor | None,  # [b]
         action_time: ActionTime | None = None,  # instead of action_sigma: precomputed (see action_time)
+        prefix_out: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Velocities for the noised action chunk [b, t, a] and future latents [b, c, f, h, w].
 
         Tokens run: the S/R prefix unless it is cached in ``ctx``, then A if ``noisy_actions`` is
         given, then F if ``noisy_future`` is given. The attention mask (layout.py) decides who sees whom;
         the same code serves training, action-only decoding and joint decoding in every attention mode.
+        ``prefix_out``: when given (and the prefix is not cached) it receives the S and R tokens' last hidden
+        states by block name (the auxiliary head reads R).
         """
         tokens = [] if ctx.prefix_kv is not None else list(ctx.prefix)
         wd = self.compute_dtype
@@ -491,6 +512,10 @@ class WorldActionTransformer(nn.Module):
             future_temb = self.time_embedding(future_sigma)
             tokens.append(self.make_tokens(FUTURE, self.embed_latents(noisy_future.to(wd)), future_temb))
         out = self._run(ctx, tokens)
+        if prefix_out is not None:
+            if ctx.prefix_kv is not None:
+                raise ValueError("prefix_out: the prefix is cached in ctx (use_cache=True), its outputs were not kept")
+            prefix_out.update({t.name: out[t.name] for t in ctx.prefix})
         action_v = future_v = None
         if noisy_actions is not None:
             x = out[ACTION]

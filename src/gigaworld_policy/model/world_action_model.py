@@ -15,6 +15,7 @@ import torch
 from gigaworld_policy.config import Config, FlowConfig, ModelConfig
 from gigaworld_policy.model import flow
 from gigaworld_policy.model.batch import Batch, example_batch, validate
+from gigaworld_policy.model.layout import REFERENCE
 from gigaworld_policy.model.tokenizers import VideoTokenizer, build_video_tokenizer
 from gigaworld_policy.model.transformer import Context, WorldActionTransformer
 
@@ -123,14 +124,35 @@ class WorldActionModel(WorldActionTransformer):
         ctx = self.encode_context(state=state, reference_latents=ref_latents, text=batch["text"],
                                   text_mask=batch["text_mask"], embodiment_id=batch["embodiment_id"], use_cache=False)
         noisy_actions = flow.add_noise(actions, action_noise, action_sigma)
+        prefix_out: dict[str, torch.Tensor] | None = {} if self.aux_head is not None else None
         action_v, future_v = self(ctx, noisy_actions=noisy_actions, action_sigma=action_sigma,
-                                  noisy_future=noisy_future, future_sigma=future_sigma)
+                                  noisy_future=noisy_future, future_sigma=future_sigma, prefix_out=prefix_out)
         action_loss = flow.masked_mse(action_v, flow.velocity_target(actions, action_noise), action_valid)
         zero = action_loss.new_zeros(())
         video_loss = flow.masked_mse(future_v, future_target, future_valid) if future_v is not None else zero
-        loss = fc.action_loss_weight * action_loss + fc.video_loss_weight * video_loss
+        aux_loss = zero
+        if prefix_out is not None:  # model.aux_dim: the scene state predicted from the reference-frame tokens
+            aux_loss = torch.nn.functional.mse_loss(self.predict_aux(prefix_out), batch["aux_target"].float())
+        loss = fc.action_loss_weight * action_loss + fc.video_loss_weight * video_loss + fc.aux_loss_weight * aux_loss
         return {"loss": loss, "action_loss": action_loss.detach(), "video_loss": video_loss.detach(),
-                "world_model_fraction": world_model.float().mean()}
+                "aux_loss": aux_loss.detach(), "world_model_fraction": world_model.float().mean()}
+
+    def predict_aux(self, prefix_out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The auxiliary head's scene-state prediction [b, aux_dim] (normalized units) from ``forward``'s
+        ``prefix_out``."""
+        if self.aux_head is None:
+            raise ValueError("predict_aux: model.aux_dim=0, this model has no auxiliary head")
+        return self.aux_head(prefix_out[REFERENCE])
+
+    @torch.no_grad()
+    def observe_aux(self, obs: Batch) -> torch.Tensor:
+        """The auxiliary head's prediction [b, aux_dim] (normalized units) for an observation: a probe of
+        what the image tokens carry (is the object where the head says?); the policy never calls it."""
+        validate(obs, self.cfg, training=False)
+        ctx = self._context(obs, use_cache=False)
+        prefix_out: dict[str, torch.Tensor] = {}
+        self(ctx, noisy_actions=None, action_sigma=None, noisy_future=None, future_sigma=None, prefix_out=prefix_out)
+        return self.predict_aux(prefix_out)
 
     def _loss_latents(self, batch: Batch) -> torch.Tensor:
         """[b, c, 1 + f_lat, h, w]: the reference latent frame, then the future ones (none for no_video).

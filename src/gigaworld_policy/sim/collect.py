@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from gigaworld_policy.data.stats import ENV_STATE_KEY
 from gigaworld_policy.sim.common import SimError
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds = EVAL_SEED_OFFSET + seed + episode
@@ -46,6 +47,9 @@ def features_for(env: Any) -> dict[str, dict[str, Any]]:
         "observation.state": {"dtype": "float32", "shape": [len(env.state_names)], "names": list(env.state_names)},
         "action": {"dtype": "float32", "shape": [len(env.action_names)], "names": list(env.action_names)},
     }
+    env_state = getattr(env, "environment_state_names", ())
+    if env_state:  # privileged scene state (Meta-World: the object's position), a training target only
+        feats[ENV_STATE_KEY] = {"dtype": "float32", "shape": [len(env_state)], "names": list(env_state)}
     for cam in env.cameras:
         feats[f"observation.images.{cam}"] = {"dtype": "video", "shape": [env.image_size, env.image_size, 3],
                                               "names": None}
@@ -83,6 +87,8 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: A
     for t in range(horizon):
         action = np.asarray(next_action(t), dtype=np.float32)
         frame = {"observation.state": obs.state, "action": action}
+        if getattr(env, "environment_state_names", ()):
+            frame[ENV_STATE_KEY] = env.environment_state()
         frame.update({f"observation.images.{cam}": img for cam, img in obs.images.items()})
         frames.append(frame)
         if action_noise > 0:

@@ -44,6 +44,11 @@ STATE_VARIANTS: dict[str, tuple[str, tuple[slice, ...]]] = {
     "object": (OBJECT_ROBOT_TYPE, (slice(0, 4), slice(4, 7), slice(36, 39))),
 }
 ACTION_NAMES = ("dx", "dy", "dz", "grip")
+# What collection records as ``observation.environment_state`` (LeRobot's key for the scene's state): the
+# first object's position, obs[4:7] (the puck, block, peg, or the handle or button of the task). Never an
+# input of the policy; a training target of the auxiliary head (model.aux_dim, docs/CONTRACTS.md).
+ENVIRONMENT_STATE_PART = slice(4, 7)
+ENVIRONMENT_STATE_NAMES = ("object_x", "object_y", "object_z")
 # our camera name -> MuJoCo camera name in the Sawyer scene
 CAMERAS: dict[str, str] = {
     "corner": "corner", "corner2": "corner2", "corner3": "corner3", "corner4": "corner4",
@@ -144,6 +149,7 @@ class MetaWorldEnv:
     fps = 80.0  # 0.0025 s physics step x frame_skip 5
     state_names: tuple[str, ...]
     action_names = ACTION_NAMES
+    environment_state_names = ENVIRONMENT_STATE_NAMES
 
     def __init__(self, task: str, image_size: int = 64, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
                  max_steps: int = MAX_EPISODE_STEPS, state: str = "proprio") -> None:
@@ -256,6 +262,10 @@ class MetaWorldEnv:
         if self._full_obs is None:
             raise SimError(f"metaworld/{self.task}: call reset(seed) first")
         return self._full_obs.copy()
+
+    def environment_state(self) -> np.ndarray:
+        """The first object's position (``environment_state_names``): recorded by collection, never observed."""
+        return self.expert_state()[ENVIRONMENT_STATE_PART].astype(np.float32)
 
     def close(self) -> None:
         self._renderer.close()

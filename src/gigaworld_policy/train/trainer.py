@@ -119,7 +119,8 @@ class Trainer:
         finite (then the update is skipped and counted). Advances ``self.step`` either way."""
         info, dev = self.info, self.info.device
         self.wrapped.train()
-        terms = torch.zeros(4, dtype=torch.float64)
+        names = ("loss", "action_loss", "video_loss", "aux_loss", "world_model_fraction")
+        terms = torch.zeros(len(names), dtype=torch.float64)
         for k, batch in enumerate(micro_batches):
             batch = {key: v.to(dev, non_blocking=True) for key, v in batch.items()}
             g = torch.Generator().manual_seed(derive_seed(self.cfg.train.seed, self.step, 3,
@@ -129,8 +130,7 @@ class Trainer:
             with ctx, torch.autocast(dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 out = self.wrapped(batch, g)
                 (out["loss"] / len(micro_batches)).backward()
-            terms += torch.stack([out[n].detach().double().cpu() for n in
-                                  ("loss", "action_loss", "video_loss", "world_model_fraction")])
+            terms += torch.stack([out[n].detach().double().cpu() for n in names])
         terms /= len(micro_batches)
         if info.distributed:
             dist.all_reduce(terms, op=dist.ReduceOp.SUM)
@@ -148,9 +148,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        loss, action_loss, video_loss, wm = (float(x) for x in terms)
-        return {"loss": loss, "action_loss": action_loss, "video_loss": video_loss, "world_model_fraction": wm,
-                "grad_norm": gnorm, "lr": lr, "skipped": not finite}
+        rec: dict[str, Any] = {n: float(x) for n, x in zip(names, terms)}
+        if not self.cfg.model.aux_dim:
+            del rec["aux_loss"]  # metrics.jsonl of runs without the head stay as they were
+        return {**rec, "grad_norm": gnorm, "lr": lr, "skipped": not finite}
 
     # -- state ----------------------------------------------------------------------------------------
     def model_state(self) -> dict[str, torch.Tensor]:
