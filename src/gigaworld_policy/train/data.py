@@ -149,8 +149,9 @@ def make_loader(ds: WindowedDataset, sampler: StepBatchSampler, num_workers: int
 
 
 def norm_stats_entries(sources: Sequence[DataSource], ds: WindowedDataset) -> dict[str, object]:
-    """``{"sources": [{"robot_type", "embodiment_id", "stats", "cameras"}, ...]}`` for the checkpoint (one per robot)."""
-    from gigaworld_policy.data.stats import load_or_compute_stats
+    """``{"sources": [{"robot_type", "embodiment_id", "stats", "cameras"}, ...]}`` for the checkpoint (one per robot);
+    with model.aux_dim also ``"environment_state": {"names", "mean", "std"}`` (the head's target normalization)."""
+    from gigaworld_policy.data.stats import ENV_STATE_KEY, load_or_compute_stats
 
     out, seen = [], set()
     for spec, src in zip(sources, ds.sources):
@@ -160,8 +161,12 @@ def norm_stats_entries(sources: Sequence[DataSource], ds: WindowedDataset) -> di
         seen.add(emb.robot_type)
         stats = load_or_compute_stats(src.ds, ds.cfg.model.action_horizon, spec.stats_path, embodiment=emb)
         # the camera tiling order used in training travels with the checkpoint (the Policy reads it)
-        out.append({"robot_type": emb.robot_type, "embodiment_id": emb.id, "stats": stats,
-                    "dataset": str(src.ds.root), "cameras": list(src.cameras)})
+        entry = {"robot_type": emb.robot_type, "embodiment_id": emb.id, "stats": stats,
+                 "dataset": str(src.ds.root), "cameras": list(src.cameras)}
+        if src.aux is not None:  # model.aux_dim: how the head's targets were normalized (probes read it)
+            entry["environment_state"] = {"names": src.ds.features[ENV_STATE_KEY].get("names"),
+                                          "mean": src.aux[0].tolist(), "std": src.aux[1].tolist()}
+        out.append(entry)
     return {"sources": out}
 
 
