@@ -475,3 +475,65 @@ def test_spatial_keypoints_locate_a_pixel_and_feed_the_state_token() -> None:
         dataclasses.replace(get_preset("wan2.2-5b").model, keypoints=8)
     with pytest.raises(ConfigError, match=r"model\.keypoints"):
         apply_overrides(get_preset("tiny"), ["model.keypoints=-1"])
+
+
+def test_aux_head_learns_a_target_from_the_image_alone() -> None:
+    """model.aux_dim: the head reads the reference-frame tokens; its loss reaches the image encoder and the
+    blocks, it is part of ``loss`` at flow.aux_loss_weight, and it can learn where a bright square is
+    from the image (held-out positions), which it could not if it read anything but the image."""
+    cfg = apply_overrides(get_preset("tiny"), ["model.aux_dim=2", "flow.action_loss_weight=0",
+                                               "flow.video_loss_weight=0", "flow.aux_loss_weight=2.5"])
+    torch.manual_seed(0)
+    model = WorldActionModel(cfg).train()
+    h, w = cfg.model.image_height, cfg.model.image_width
+
+    def batch(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        out = model.example_batch(n, generator=g)
+        ys = torch.randint(0, h - 6, (n,), generator=g)
+        xs = torch.randint(0, w - 6, (n,), generator=g)
+        image = torch.full((n, 3, h, w), -1.0)
+        for i in range(n):
+            image[i, :, ys[i]:ys[i] + 6, xs[i]:xs[i] + 6] = 1.0
+        out["image"] = image
+        out["future_frames"] = image[:, None].expand(-1, cfg.model.num_future_frames, -1, -1, -1).clone()
+        out["aux_target"] = torch.stack([xs, ys], 1).float() / (h - 6) * 2 - 1  # in [-1, 1]
+        return out
+
+    first = batch(4, gen(50))
+    out = model.compute_loss(first, generator=gen(51))
+    assert set(out) >= {"aux_loss"} and float(out["aux_loss"]) > 0
+    torch.testing.assert_close(out["loss"], 2.5 * out["aux_loss"])  # the only term left on
+    out["loss"].backward()
+    for p in (model.patch_embedding.weight, model.blocks[0].attn1.to_q.weight, model.aux_head.value.weight):
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0
+    del first["aux_target"]
+    with pytest.raises(BatchError, match="aux_target"):
+        model.compute_loss(first)
+
+    held_out = batch(64, gen(52))
+    obs = {k: held_out[k] for k in ("state", "image", "text", "text_mask", "embodiment_id")}
+    model.eval()
+    before = float(((model.observe_aux(obs) - held_out["aux_target"]) ** 2).mean())
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = gen(53)
+    for _ in range(150):
+        loss = model.compute_loss(batch(16, g), generator=g)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    after = float(((model.observe_aux(obs) - held_out["aux_target"]) ** 2).mean())
+    spread = float(held_out["aux_target"].var(0).mean())  # what predicting the mean scores
+    assert after < 0.25 * spread and after < 0.25 * before, (before, after, spread)
+    # deployment never runs the head: predict_actions is the same with and without its weights
+    noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(54))
+    two = {k: v[:2] for k, v in obs.items()}
+    acts = model.predict_actions(two, noise=noise)
+    with torch.no_grad():
+        model.aux_head.value.weight.normal_()
+    torch.testing.assert_close(model.predict_actions(two, noise=noise), acts)
+    with pytest.raises(ValueError, match="aux_dim=0"):
+        make().observe_aux(two)
+    with pytest.raises(ConfigError, match=r"model\.aux_dim"):
+        apply_overrides(get_preset("tiny"), ["model.aux_dim=-1"])

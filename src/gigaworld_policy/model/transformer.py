@@ -172,19 +172,34 @@ class SpatialKeypoints(nn.Module):
 
 class AuxHead(nn.Module):
     """Reference-frame tokens' last hidden states [b, n, D] -> [b, out_dim] (``model.aux_dim``): a softmax over
-    the tokens of a learned score weights a per-token linear prediction, so the head can read the target
-    from the tokens where the object is. A training signal only (WorldActionModel.compute_loss)."""
+    the tokens of a learned score weights, per token, a linear map of its hidden state plus a linear map of
+    its (x, y) place in the patch grid. Hidden states carry no absolute position (RoPE acts inside attention
+    only), so the grid term is how the head can say where: to lower its loss the tokens where the object is
+    must score high. A training signal only (WorldActionModel.compute_loss)."""
 
-    def __init__(self, dim: int, out_dim: int, eps: float):
+    def __init__(self, dim: int, out_dim: int, grid: tuple[int, int], eps: float):
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.score = nn.Linear(dim, 1)
         self.value = nn.Linear(dim, out_dim)
+        self.place = nn.Linear(2, out_dim, bias=False)
+        self.grid = grid
+
+    def coordinates(self, device: torch.device) -> torch.Tensor:
+        """[n, 2]: each reference token's (x, y) in the patch grid, -1 at the left/top edge, 1 at the right/bottom."""
+        gh, gw = self.grid
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, gh, device=device),
+                                torch.linspace(-1.0, 1.0, gw, device=device), indexing="ij")
+        return torch.stack([xs, ys], -1).reshape(gh * gw, 2)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        n = self.grid[0] * self.grid[1]
+        if tokens.shape[1] != n:
+            raise ValueError(f"aux head: {tokens.shape[1]} reference tokens, the patch grid {self.grid} has {n}")
         h = self.norm(tokens.float()).to(self.value.weight.dtype)
         weights = torch.softmax(self.score(h).float(), dim=1)  # [b, n, 1]
-        return (weights * self.value(h).float()).sum(dim=1)
+        per_token = self.value(h).float() + self.place(self.coordinates(h.device).to(h.dtype)).float()
+        return (weights * per_token).sum(dim=1)
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
@@ -336,7 +351,9 @@ class WorldActionTransformer(nn.Module):
         self.action_out_modulation = nn.Linear(D, 2 * Da)
         self.keypoints = (SpatialKeypoints(cfg.latent_channels, cfg.keypoint_hidden, cfg.keypoints, Da)
                           if cfg.keypoints else None)
-        self.aux_head = AuxHead(D, cfg.aux_dim, cfg.eps) if cfg.aux_dim else None
+        lh, lw = cfg.latent_hw
+        grid = (lh // cfg.patch_size[1], lw // cfg.patch_size[2])
+        self.aux_head = AuxHead(D, cfg.aux_dim, grid, cfg.eps) if cfg.aux_dim else None
         self._init_new_modules()
         self._build_rope_tables()
 
