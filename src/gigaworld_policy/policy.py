@@ -47,6 +47,8 @@ class RobotSpec:
     embodiment_id: int  # row of the model's per-embodiment tables (as trained)
     normalizer: Normalizer
     cameras: tuple[str, ...]  # tiling order
+    # model.aux_dim: (mean, std) of the auxiliary head's training target (observation.environment_state)
+    environment_state: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _ms(t0: float, t1: float) -> float:
@@ -87,7 +89,15 @@ class Policy:
             raise ValueError(f"{where}: statistics have {normalizer.state_dim} state / {normalizer.action_dim} "
                              f"action dims, embodiment {robot_type!r} has {emb.state_dim} / {emb.action_dim}")
         cams = src.get("cameras") or self.config.data.cameras or emb.cameras
-        self.robots[robot_type] = RobotSpec(emb, emb_id, normalizer, tuple(camera_name(c) for c in cams))
+        env_state = None
+        if "environment_state" in src:
+            es = src["environment_state"]
+            mean, std = np.asarray(es["mean"], np.float64), np.asarray(es["std"], np.float64)
+            if mean.shape != (m.aux_dim,) or std.shape != (m.aux_dim,):
+                raise ValueError(f"{where}: environment_state mean/std must have model.aux_dim={m.aux_dim} entries, "
+                                 f"got {list(mean.shape)} / {list(std.shape)}")
+            env_state = (mean, std)
+        self.robots[robot_type] = RobotSpec(emb, emb_id, normalizer, tuple(camera_name(c) for c in cams), env_state)
 
     @classmethod
     def from_model(cls, model: WorldActionModel, config: Config, norm_stats: dict[str, Any],
@@ -165,9 +175,7 @@ class Policy:
         action_noise, video_noise = self._initial_noise(noise, seed, return_video)
         t1 = time.perf_counter()
         with self._lock:
-            text = self._prompt_embedding(prompt)
-            batch["text"] = text[None].to(self.device)
-            batch["text_mask"] = torch.ones(1, text.shape[0], dtype=torch.bool, device=self.device)
+            self._add_prompt(batch, prompt)
             frames = None
             if return_video:
                 actions, latents = self.model.generate(batch, num_steps=num_steps, noise=action_noise,
@@ -186,6 +194,21 @@ class Policy:
         out["timing"] = {"preprocess_ms": _ms(t0, t1), "model_ms": _ms(t1, t2), "postprocess_ms": _ms(t2, t3),
                          "total_ms": _ms(t0, t3)}
         return out
+
+    def predict_environment_state(self, observation: dict[str, Any]) -> np.ndarray:
+        """The auxiliary head's reading of the scene state (model.aux_dim; for Meta-World data the object's
+        position) from the observation, float64 [aux_dim] in the dataset's units: a probe of what the image
+        tokens carry. ``infer`` never runs the head. Raises PolicyInputError if the checkpoint has none."""
+        spec, images, state, prompt = self._validate(observation)
+        if spec.environment_state is None:
+            raise PolicyInputError(f"'robot_type': this checkpoint has no auxiliary scene-state head for "
+                                   f"{observation['robot_type']!r} (trained with model.aux_dim={self.config.model.aux_dim})")
+        batch = self._preprocess(spec, images, state)
+        with self._lock:
+            self._add_prompt(batch, prompt)
+            pred = self.model.observe_aux(batch)[0].double().cpu().numpy()
+        mean, std = spec.environment_state
+        return pred * std + mean
 
     # -- steps -----------------------------------------------------------------------------------
     def _validate(self, obs: Any) -> tuple[RobotSpec, dict[str, np.ndarray], np.ndarray, str]:
@@ -274,6 +297,12 @@ class Policy:
             v = torch.randn((1, self.model.video_tokenizer.latent_channels, m.future_latent_frames, lh, lw),
                             generator=gen).to(self.device)
         return (a.to(self.device) if a is not None else None), v
+
+    def _add_prompt(self, batch: dict[str, torch.Tensor], prompt: str) -> None:
+        """Put the prompt's ``text`` [1, l, e] and ``text_mask`` [1, l] into ``batch`` (under the lock)."""
+        text = self._prompt_embedding(prompt)
+        batch["text"] = text[None].to(self.device)
+        batch["text_mask"] = torch.ones(1, text.shape[0], dtype=torch.bool, device=self.device)
 
     def _prompt_embedding(self, prompt: str) -> torch.Tensor:
         """[l, e] real-token embeddings, truncated to model.max_text_tokens (as in training); cached."""

@@ -40,6 +40,22 @@ def test_collect_goal_observable_metaworld(tmp_path):
     assert np.allclose(states[0], env.reset(ds.provenance["tasks"]["reach-v3"]["seeds"][0]).state)
 
 
+def test_collect_records_the_object_position_as_environment_state(tmp_path):
+    """Meta-World frames carry observation.environment_state = the first object's position (obs[4:7]) before
+    the frame's action: the puck where the object-in-state env shows it, moving once it is pushed."""
+    summary = collect("metaworld-goal", ["push-v3"], 1, tmp_path / "p", image_size=16, progress=False)
+    ds = data.open_dataset(tmp_path / "p")
+    assert ds.info["features"]["observation.environment_state"]["names"] == ["object_x", "object_y", "object_z"]
+    assert "observation.environment_state" in ds.stats
+    env_state = ds.episode_numeric(0, "observation.environment_state")
+    assert env_state.shape == (summary["frames"], 3)
+    seed = ds.provenance["tasks"]["push-v3"]["seeds"][0]
+    obj = make_env("metaworld-object", "push-v3", image_size=16)
+    np.testing.assert_allclose(env_state[0], obj.reset(seed).state[4:7], rtol=0, atol=1e-6)
+    obj.close()
+    assert np.linalg.norm(env_state[-1, :2] - env_state[0, :2]) > 0.05  # the puck was pushed (goal-puck >= 10 cm)
+
+
 def test_collect_aloha_api(tmp_path):
     summary = collect("aloha", ["TransferCube"], 1, tmp_path / "al", seed=0, image_size=16,
                       cameras=("top", "left_wrist"), progress=False)

@@ -19,11 +19,16 @@ def tiny_config(*extra: str) -> Config:
     return apply_overrides(get_preset("tiny"), [*TINY_OVERRIDES, *extra])
 
 
-def write_metaworld_dataset(root: Path, episodes: int = 4, length: int = 12, seed: int = 0) -> Path:
+def write_metaworld_dataset(root: Path, episodes: int = 4, length: int = 12, seed: int = 0,
+                            env_state: bool = False) -> Path:
+    """``env_state``: also an ``observation.environment_state`` [2] = (frame, episode), what the red band's
+    height and the frame's brightness show."""
     rng = np.random.default_rng(seed)
     ft = {"observation.state": {"dtype": "float32", "shape": [4], "names": None},
           "action": {"dtype": "float32", "shape": [4], "names": None},
           "observation.images.corner2": {"dtype": "image", "shape": [32, 32, 3], "names": None}}
+    if env_state:
+        ft["observation.environment_state"] = {"dtype": "float32", "shape": [2], "names": ["frame", "episode"]}
     w = LeRobotWriter(root, fps=10, robot_type="metaworld_sawyer", features=ft)
     for ep in range(episodes):
         pos = rng.normal(size=4).astype(np.float32)
@@ -31,8 +36,10 @@ def write_metaworld_dataset(root: Path, episodes: int = 4, length: int = 12, see
             act = rng.normal(scale=0.3, size=4).astype(np.float32)
             img = np.full((32, 32, 3), 40 + 10 * i + 30 * ep, np.uint8)
             img[: 4 + i, :, 0] = 200
-            w.add_frame({"observation.state": pos.copy(), "action": act, "observation.images.corner2": img},
-                        task=f"task {ep % 2}")
+            frame = {"observation.state": pos.copy(), "action": act, "observation.images.corner2": img}
+            if env_state:
+                frame["observation.environment_state"] = np.array([i, ep], np.float32)
+            w.add_frame(frame, task=f"task {ep % 2}")
             pos = pos + 0.1 * act
         w.save_episode()
     return w.finalize()

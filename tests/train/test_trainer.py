@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, write_metaworld_dataset
 from gigaworld_policy.checkpoint import CheckpointError, load_checkpoint, verify_checkpoint
 from gigaworld_policy.config import apply_overrides
+from gigaworld_policy.data import DatasetError
 from gigaworld_policy.train.batches import SyntheticBatches
 from gigaworld_policy.train.data import StepBatchSampler, split_episodes
 from gigaworld_policy.train.distributed import DistInfo
@@ -147,6 +148,48 @@ def test_dataset_run_eval_and_init_new_embodiment(mw_dataset: Path, tmp_path: Pa
     bad = tiny_config("model.ffn_dim=64")
     with pytest.raises(CheckpointError, match="shape"):
         train(bad, str(mw_dataset), 1, tmp_path / "bad", progress=False, init=tmp_path / "pre")
+
+
+def test_aux_head_trains_on_the_environment_state_and_the_policy_reads_it(mw_dataset: Path, tmp_path: Path) -> None:
+    """model.aux_dim: samples carry observation.environment_state normalized by the dataset's stats, the loss is
+    logged, the checkpoint carries the normalization, Policy.predict_environment_state answers in data units;
+    data without the feature, or of another width, is refused naming it."""
+    import numpy as np
+
+    from gigaworld_policy.data import WindowedDataset
+    from gigaworld_policy.policy import Policy, PolicyInputError
+
+    root = write_metaworld_dataset(tmp_path / "mw_env", env_state=True)
+    cfg = tiny_config("model.aux_dim=2")
+    ds = WindowedDataset([root], cfg, train=False)
+    _, ep, f = ds.locate(7)
+    st = ds.sources[0].ds.stats["observation.environment_state"]
+    expected = (np.array([f, ep]) - np.asarray(st["mean"])) / np.asarray(st["std"])
+    np.testing.assert_allclose(ds[7]["aux_target"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    s = train(cfg, str(root), 2, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["aux_loss"] > 0 for r in rows if r.get("kind") == "train")
+    ns = json.loads((Path(s.checkpoint) / "norm_stats.json").read_text())
+    assert ns["sources"][0]["environment_state"] == {"names": ["frame", "episode"], "mean": st["mean"],
+                                                     "std": st["std"]}
+    policy = Policy.from_checkpoint(tmp_path / "run")
+    frame = ds.sources[0].ds[0]
+    obs = {"images": {"corner2": frame["observation.images.corner2"]}, "state": frame["observation.state"],
+           "prompt": "task 0", "robot_type": "metaworld_sawyer"}
+    reading = policy.predict_environment_state(obs)
+    assert reading.shape == (2,) and np.isfinite(reading).all()
+    # the head's normalized output maps back through the dataset's mean/std
+    batch = policy._preprocess(policy.robots["metaworld_sawyer"], obs["images"], np.asarray(obs["state"]))
+    policy._add_prompt(batch, "task 0")
+    np.testing.assert_allclose(reading, policy.model.observe_aux(batch)[0].double().numpy() * np.asarray(st["std"])
+                               + np.asarray(st["mean"]), rtol=1e-6)
+    train(tiny_config(), str(mw_dataset), 1, tmp_path / "plain", progress=False)
+    with pytest.raises(PolicyInputError, match="no auxiliary scene-state head"):
+        Policy.from_checkpoint(tmp_path / "plain").predict_environment_state(obs)
+    with pytest.raises(DatasetError, match=r"observation\.environment_state.*does not have"):
+        WindowedDataset([mw_dataset], cfg)
+    with pytest.raises(DatasetError, match=r"shape is \[2\], expected \[3\]"):
+        WindowedDataset([root], tiny_config("model.aux_dim=3"))
 
 
 def test_wan_vae_preset_trains_with_its_tokenizer_and_refuses_data_without_it(tmp_path: Path, wan_shaped_config,
