@@ -72,9 +72,10 @@ class ModelConfig:
     # Auxiliary scene-state head: the width of a training target read from the dataset's
     # ``observation.environment_state`` (LeRobot's key for the scene's state; Meta-World collection records
     # the object's position there), normalized by its dataset stats and predicted from the reference-frame
-    # tokens' last hidden states (attention pooling, then a linear map). A training signal that makes the
-    # image tokens carry where the object is; inference never runs the head and the policy never receives
-    # the target. 0: off. Its loss weight: flow.aux_loss_weight.
+    # tokens' last hidden states (softmax pooling over the tokens of their values and patch-grid places;
+    # transformer.py AuxHead). A training signal that makes the image tokens carry where the object is;
+    # inference never runs the head and the policy never receives the target. 0: off. Its loss weight:
+    # flow.aux_loss_weight.
     aux_dim: int = 0
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32

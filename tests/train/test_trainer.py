@@ -186,6 +186,13 @@ def test_aux_head_trains_on_the_environment_state_and_the_policy_reads_it(mw_dat
     train(tiny_config(), str(mw_dataset), 1, tmp_path / "plain", progress=False)
     with pytest.raises(PolicyInputError, match="no auxiliary scene-state head"):
         Policy.from_checkpoint(tmp_path / "plain").predict_environment_state(obs)
+    # --init: a plain checkpoint under a model with the head (the head is new), and the other way (dropped)
+    with_head = train(cfg, str(root), 1, tmp_path / "ft_aux", progress=False, init=tmp_path / "plain")
+    assert with_head.init_report["new_tensors"] and all(k.startswith("aux_head.") for k in
+                                                        with_head.init_report["new_tensors"])
+    assert with_head.init_report["new_embodiment_ids"] == []
+    without = train(tiny_config(), str(mw_dataset), 1, tmp_path / "ft_plain", progress=False, init=tmp_path / "run")
+    assert without.init_report["new_tensors"] == [] and without.init_report["loaded_tensors"] > 0
     with pytest.raises(DatasetError, match=r"observation\.environment_state.*does not have"):
         WindowedDataset([mw_dataset], cfg)
     with pytest.raises(DatasetError, match=r"shape is \[2\], expected \[3\]"):

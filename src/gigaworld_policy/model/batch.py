@@ -21,7 +21,7 @@ Training batch (``compute_loss``) = observation plus:
   action_dim_mask  bool    [b, a]           True for the robot's real action dims (padding excluded)
   future_frames    float32 [b, f, c, h, w]  future frames in [-1, 1] (absent for attention_mode=no_video)
   future_is_pad    bool    [b, f]           True for frames past the episode end (excluded from the loss)
-  aux_target       float32 [b, x]                required when model.aux_dim = x > 0: the normalized scene
+  aux_target       float32 [b, x]           required when model.aux_dim = x > 0: the normalized scene
                                             state (``observation.environment_state``) the auxiliary head
                                             predicts; never part of an observation
   latents          float32 [b, C, n_lat, h_lat, w_lat]  optional: the tokenizer's latents of image + future

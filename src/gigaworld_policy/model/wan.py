@@ -45,7 +45,7 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 # Our modules with no Wan counterpart (transformer.py): never read from a Wan checkpoint.
 NEW_MODULE_PREFIXES = ("state_encoder.", "action_encoder.", "action_decoder.", "action_out_modulation.",
-                       "action_blocks.", "action_time_proj.")
+                       "action_blocks.", "action_time_proj.", "aux_head.")
 
 
 class WanLoadError(CheckpointError):

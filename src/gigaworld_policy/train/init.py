@@ -9,10 +9,11 @@ Stage 2 (fine-tuning on the target robot, action-centered objective only)::
   gwp train --preset cpu-small --data T --set flow.world_model_prob=0 --init runs/pre --steps M --out runs/ft
 
 ``--init`` loads the EMA weights (raw weights when a checkpoint has none) strictly: every tensor must
-exist in the model with the same shape. The only tolerated difference is *new embodiments*: rows of the
+exist in the model with the same shape. The tolerated differences: *new embodiments*, rows of the
 per-embodiment state/action MLPs (``state_encoder.mlps.N``, ``action_encoder.mlps.N``,
-``action_decoder.mlps.N``) that the checkpoint lacks keep their fresh initialization; the report lists
-them.
+``action_decoder.mlps.N``) that the checkpoint lacks, keep their fresh initialization; so does a new
+auxiliary scene-state head (``aux_head.``, model.aux_dim); the report lists them. A checkpoint's auxiliary
+head is dropped when the model has none (it is a training signal, not part of the policy).
 """
 
 from __future__ import annotations
@@ -26,21 +27,23 @@ import torch
 from gigaworld_policy.checkpoint import CheckpointError, load_checkpoint
 
 EMBODIMENT_KEY = re.compile(r"^(state_encoder|action_encoder|action_decoder)\.mlps\.(\d+)\.")
+AUX_PREFIX = "aux_head."  # model.aux_dim's head: may be new, or dropped
 
 
 def match_weights(own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], where: str
                   ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(tensors to load, model keys left newly initialized); raises CheckpointError naming the tensor."""
+    weights = {k: v for k, v in weights.items() if k in own or not k.startswith(AUX_PREFIX)}
     unexpected = sorted(set(weights) - set(own))
     if unexpected:
         raise CheckpointError(f"{where}: tensors not in this model: {unexpected[:5]}"
                               f"{'...' if len(unexpected) > 5 else ''} (different architecture?)")
     missing = sorted(set(own) - set(weights))
-    not_embodiment = [k for k in missing if not EMBODIMENT_KEY.match(k)]
-    if not_embodiment:
-        raise CheckpointError(f"{where}: missing tensors {not_embodiment[:5]}"
-                              f"{'...' if len(not_embodiment) > 5 else ''}; only new embodiments' MLP rows may "
-                              f"be missing")
+    not_new = [k for k in missing if not EMBODIMENT_KEY.match(k) and not k.startswith(AUX_PREFIX)]
+    if not_new:
+        raise CheckpointError(f"{where}: missing tensors {not_new[:5]}"
+                              f"{'...' if len(not_new) > 5 else ''}; only new embodiments' MLP rows and a new "
+                              f"auxiliary head (aux_head.) may be missing")
     for k, v in weights.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(f"{where}: tensor {k!r} has shape {list(v.shape)}, the model expects "
@@ -66,7 +69,7 @@ def init_from_checkpoint(trainer: Any, path: str | Path) -> dict[str, Any]:
         load, new = match_weights(own, weights, where)
         result = trainer.model.load_state_dict(load, strict=False)
         assert not result.unexpected_keys and sorted(result.missing_keys) == new
-    new_embodiments = sorted({int(EMBODIMENT_KEY.match(k).group(2)) for k in new})  # type: ignore[union-attr]
+    new_embodiments = sorted({int(m.group(2)) for m in map(EMBODIMENT_KEY.match, new) if m})
     report = {"source": str(ckpt), "file": where, "loaded_tensors": len(load), "new_tensors": new,
               "new_embodiment_ids": new_embodiments, "source_preset": cfg.name}
     if trainer.info.is_main:
