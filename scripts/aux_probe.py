@@ -1,13 +1,15 @@
 """Does a policy's auxiliary scene-state head (model.aux_dim) find the object on layouts it never saw?
 
 Runs the scripted expert on the evaluation seeds of `gwp eval --seed 0` (layouts that are not in the
-training data, whose collection seeds start at 0), and at every `--every`-th frame compares the head's
+training data, whose collection seeds start at 0; `--training-layouts`: on collection seeds 0 onward, the
+layouts of the training demonstrations, to tell memorizing from not seeing), and at every `--every`-th
+frame compares the head's
 reading of the object's position (`Policy.predict_environment_state`, from the frame's images, state and
 prompt) with the simulator's (`observation.environment_state`). Prints per task the median error of the
 head and of always answering the training mean (the head's normalization mean), in cm, on the first frame
 and over the episode, then the pooled medians. Usage:
 
-    python scripts/aux_probe.py CHECKPOINT ENV [--tasks MT10] [--episodes 2] [--every 4]   # ENV: metaworld-goal
+    python scripts/aux_probe.py CHECKPOINT ENV [--tasks MT10] [--episodes 2] [--every 4] [--training-layouts]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=["MT10"])
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--every", type=int, default=4)
+    p.add_argument("--training-layouts", action="store_true")
     args = p.parse_args()
     policy = Policy.from_checkpoint(args.checkpoint)
     size, cams = checkpoint_image_size(policy, args.env) or 64, checkpoint_cameras(policy, args.env)
@@ -44,7 +47,7 @@ def main() -> None:
         train_mean = spec.environment_state[0]
         err = {k: [] for k in rows}
         for ep in range(args.episodes):
-            frames, _ = expert_episode(env, eval_seed(0, ep))
+            frames, _ = expert_episode(env, ep if args.training_layouts else eval_seed(0, ep))
             for i in range(0, len(frames), args.every):
                 fr = frames[i]
                 obs = {"images": {c: fr[f"observation.images.{c}"] for c in env.cameras},
