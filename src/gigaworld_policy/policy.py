@@ -92,6 +92,8 @@ class Policy:
         env_state = None
         if "environment_state" in src:
             es = src["environment_state"]
+            if not isinstance(es, dict) or "mean" not in es or "std" not in es:
+                raise ValueError(f"{where}: environment_state must be a dict with 'mean' and 'std', got {es!r}")
             mean, std = np.asarray(es["mean"], np.float64), np.asarray(es["std"], np.float64)
             if mean.shape != (m.aux_dim,) or std.shape != (m.aux_dim,):
                 raise ValueError(f"{where}: environment_state mean/std must have model.aux_dim={m.aux_dim} entries, "

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,11 @@ def test_aux_head_trains_on_the_environment_state_and_the_policy_reads_it(mw_dat
     policy._add_prompt(batch, "task 0")
     np.testing.assert_allclose(reading, policy.model.observe_aux(batch)[0].double().numpy() * np.asarray(st["std"])
                                + np.asarray(st["mean"]), rtol=1e-6)
+    for bad, match in (({"mean": st["mean"]}, "environment_state must be a dict with 'mean' and 'std'"),
+                       ({"mean": st["mean"][:1], "std": st["std"]}, "environment_state mean/std must have model.aux_dim=2 entries")):
+        broken = {"sources": [{**ns["sources"][0], "environment_state": bad}]}
+        with pytest.raises(ValueError, match=r"sources\[0\]: " + re.escape(match)):
+            Policy.from_model(policy.model, policy.config, broken)
     train(tiny_config(), str(mw_dataset), 1, tmp_path / "plain", progress=False)
     with pytest.raises(PolicyInputError, match="no auxiliary scene-state head"):
         Policy.from_checkpoint(tmp_path / "plain").predict_environment_state(obs)
