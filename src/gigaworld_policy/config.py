@@ -94,6 +94,11 @@ class ModelConfig:
     # images and text alone: a remedy when the state lets behaviour cloning skip the image (on Meta-World
     # reach it did not help, docs/results.md).
     use_state: bool = True
+    # False: the reference-frame (image) tokens do not attend to the state token (model/layout.py), so they
+    # carry only what the image and prompt hold; actions and future video still see the state. With
+    # ``aux_dim`` this keeps the auxiliary head from reading the object's place off the hand's position in
+    # the state once the hand is at the object.
+    reference_sees_state: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_heads", "head_dim", "ffn_dim", "freq_dim", "text_dim",

@@ -197,6 +197,24 @@ def test_use_state_false_makes_actions_and_loss_blind_to_the_state() -> None:
         assert torch.equal(l0, l1) == (not use_state)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_reference_sees_state_false_keeps_the_image_tokens_blind_to_the_state(mode: str) -> None:
+    """model.reference_sees_state=False: the image tokens (read by the auxiliary head) no longer change with
+    the state, the actions still do, and the prefix cache stays exact."""
+    noise = torch.randn(2, 8, 8, generator=gen(19))
+    for sees in (True, False):
+        model = randomize_zero_init(WorldActionModel(apply_overrides(tiny(mode), [
+            "model.aux_dim=3", f"model.reference_sees_state={str(sees).lower()}"]))).eval()
+        obs = model.example_observation(2, generator=gen(20))
+        aux0, a0 = model.observe_aux(obs), model.predict_actions(obs, noise=noise)
+        if mode != "joint":
+            torch.testing.assert_close(model.predict_actions(obs, noise=noise, use_cache=False), a0, atol=1e-5, rtol=0)
+        obs["state"] = obs["state"] + 0.5
+        aux1, a1 = model.observe_aux(obs), model.predict_actions(obs, noise=noise)
+        assert torch.equal(aux0, aux1) == (not sees)  # True: the state reaches the image tokens by default
+        assert (a0 - a1).abs().max() > 1e-3  # the actions still read the state
+
+
 def test_state_dropout_zeroes_the_state_of_some_training_samples() -> None:
     model = make(state_dropout=0.5).train()
     seen: list[torch.Tensor] = []

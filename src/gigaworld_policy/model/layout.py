@@ -19,6 +19,10 @@ Who may attend to whom (row = query block, column = key block):
 S and R never see noised tokens in any mode, so their keys/values are constant across denoising steps
 (the prefix cache). In ``action_centered`` A never sees F: actions do not depend on the future video,
 which is what makes the video branch optional at deployment.
+
+``reference_sees_state=False`` (``model.reference_sees_state``) also removes R -> S in every mode: the image
+tokens then carry only what the image (and the prompt) holds, while A and F still see S. The prefix stays
+clean, so the cache is unchanged.
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ _ALLOWED: dict[str, dict[str, frozenset[str]]] = {
 }
 
 
-def allowed(mode: str, query_block: str, key_block: str) -> bool:
+def allowed(mode: str, query_block: str, key_block: str, *, reference_sees_state: bool = True) -> bool:
     try:
         rules = _ALLOWED[mode]
     except KeyError:
         raise ValueError(f"attention_mode: unknown mode {mode!r}; known: {sorted(_ALLOWED)}") from None
     if query_block not in rules:
         raise ValueError(f"attention_mode={mode!r} has no {query_block!r} tokens")
+    if query_block == REFERENCE and key_block == STATE and not reference_sees_state:
+        return False
     return key_block in rules[query_block]
 
 
@@ -56,25 +62,27 @@ Blocks = Sequence[tuple[str, int]]  # (block name, token count) in sequence orde
 
 
 @lru_cache(maxsize=64)
-def _mask_cached(mode: str, queries: tuple[tuple[str, int], ...], keys: tuple[tuple[str, int], ...]
-                 ) -> torch.Tensor | None:
+def _mask_cached(mode: str, queries: tuple[tuple[str, int], ...], keys: tuple[tuple[str, int], ...],
+                 reference_sees_state: bool) -> torch.Tensor | None:
     rows = []
     for qb, qn in queries:
-        row = torch.cat([torch.full((qn, kn), allowed(mode, qb, kb), dtype=torch.bool) for kb, kn in keys], dim=1)
+        row = torch.cat([torch.full((qn, kn), allowed(mode, qb, kb, reference_sees_state=reference_sees_state),
+                                    dtype=torch.bool) for kb, kn in keys], dim=1)
         rows.append(row)
     return torch.cat(rows, dim=0)
 
 
-def attention_mask(mode: str, queries: Blocks, keys: Blocks, device: torch.device | str = "cpu"
-                   ) -> torch.Tensor | None:
+def attention_mask(mode: str, queries: Blocks, keys: Blocks, device: torch.device | str = "cpu", *,
+                   reference_sees_state: bool = True) -> torch.Tensor | None:
     """Boolean self-attention mask [n_queries, n_keys] (True = may attend), or None when all True.
 
     ``queries`` and ``keys`` list the blocks in the order their tokens appear in the query and key
     sequences (with a prefix cache the keys start with the cached S/R tokens).
     """
-    if all(allowed(mode, qb, kb) for qb, _ in queries for kb, _ in keys):
+    if all(allowed(mode, qb, kb, reference_sees_state=reference_sees_state) for qb, _ in queries for kb, _ in keys):
         return None  # decided in Python: no tensor work, and no data-dependent branch under torch.compile
-    mask = _mask_cached(mode, tuple((b, int(n)) for b, n in queries), tuple((b, int(n)) for b, n in keys))
+    mask = _mask_cached(mode, tuple((b, int(n)) for b, n in queries), tuple((b, int(n)) for b, n in keys),
+                        reference_sees_state)
     return None if mask is None else mask.to(device)
 
 

@@ -581,8 +581,9 @@ class WorldActionTransformer(nn.Module):
         key_blocks = list(query_blocks)
         if ctx.prefix_kv is not None:
             key_blocks = [(t.name, t.x.shape[1]) for t in ctx.prefix] + key_blocks
-        mask = None if ctx.full_attention else attention_mask(self.cfg.attention_mode, query_blocks, key_blocks,
-                                                              device=ctx.text.device)
+        mask = None if ctx.full_attention else attention_mask(
+            self.cfg.attention_mode, query_blocks, key_blocks, device=ctx.text.device,
+            reference_sees_state=self.cfg.reference_sees_state)
         # Gradient checkpointing (train.gradient_checkpointing, set by the trainer): keep only each layer's input
         # streams and recompute the layer in backward (docs/memory.md).
         ckpt = getattr(self, "gradient_checkpointing", False) and torch.is_grad_enabled() and collect_kv is None
