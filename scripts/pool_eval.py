@@ -15,6 +15,7 @@ episodes).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -84,10 +85,11 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    if "--paired" in sys.argv:
-        cut = sys.argv.index("--paired")
-        paired(sys.argv[1:cut], sys.argv[cut + 1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reports", nargs="+", help="report.json files of one checkpoint (A)")
+    parser.add_argument("--paired", nargs="+", metavar="REPORT", help="report.json files of another checkpoint (B)")
+    args = parser.parse_args()
+    if args.paired:
+        paired(args.reports, args.paired)
     else:
-        main(sys.argv[1:])
+        main(args.reports)
