@@ -1,0 +1,65 @@
+"""scripts/study_row.py: one study row in one command (collect -> train -> parallel evaluation calls -> pool)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "study_row.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> None:
+    data, run = tmp_path / "data", tmp_path / "run"
+    args = ["--env", "metaworld", "--tasks", "reach-v3", "--data", str(data), "--out", str(run),
+            "--demos", "2", "--cameras", "corner", "--image-size", "32", "--preset", "tiny", "--steps", "4",
+            "--set", "train.batch_size=4", "--set", "train.save_every=2", "--set", "train.warmup_steps=1",
+            "--episodes", "2", "--episodes-per-call", "1", "--jobs", "2", "--eval-max-steps", "20"]
+    first = _run(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (data / "meta" / "info.json").is_file()
+    assert (run / "checkpoints" / "step_00000004").is_dir()
+    reports = [run.parent / "run_eval" / name / "report.json" for name in ("s0a", "s1a")]
+    assert all(r.is_file() for r in reports)
+    # the two calls pooled: 2 episodes of reach-v3 (seeds 0 and 1), and the pooled mean line
+    assert re.search(r"reach-v3\s+\d/\s*2 = ", first.stdout), first.stdout
+    assert re.search(r"mean\s+\d/\s*2 = ", first.stdout), first.stdout
+    for stage in (" collect ", " train ", " eval "):
+        assert stage in first.stdout, stage
+
+    stamps = [r.stat().st_mtime_ns for r in reports]
+    again = _run(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in (" collect ", " train ", " eval "):  # every stage's output exists: nothing runs again
+        assert stage not in again.stdout, stage
+    assert [r.stat().st_mtime_ns for r in reports] == stamps
+    assert re.search(r"mean\s+\d/\s*2 = ", again.stdout)
+
+    reports[1].unlink()  # a lost evaluation call is run again, alone
+    third = _run(*args)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count(" eval ") == 1 and "s1a" in third.stdout and " train " not in third.stdout
+    assert reports[1].is_file() and reports[0].stat().st_mtime_ns == stamps[0]
+
+
+def test_study_row_rejects_a_split_that_does_not_divide(tmp_path: Path) -> None:
+    out = _run("--env", "metaworld", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"),
+               "--episodes", "25", "--episodes-per-call", "10")
+    assert out.returncode == 2
+    assert "--episodes 25 is not a multiple of --episodes-per-call 10" in out.stderr
+    assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists()
+
+
+def test_study_row_names_an_unknown_task(tmp_path: Path) -> None:
+    out = _run("--env", "metaworld", "--tasks", "reach-v9", "--data", str(tmp_path / "d"),
+               "--out", str(tmp_path / "r"))
+    assert out.returncode != 0 and "reach-v9" in out.stderr
+    assert not (tmp_path / "d").exists()
