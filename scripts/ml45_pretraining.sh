@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
 # The pretraining row of the study (issue 8, docs/results.md "Pretraining on ML45"), one command:
 #
-#   bash scripts/ml45_pretraining.sh OUT
+#   bash scripts/ml45_pretraining.sh OUT [--pre-demos 20] [--ft-demos 10] [--pre-steps 2000] [--ft-steps 1500]
+#                                        [--episodes 50] [--threads 1]
 #
-# 1. collect scripted demonstrations of the 45 Meta-World ML45 training tasks (PRE_DEMOS per task) and of the
-#    5 held-out test tasks (FT_DEMOS per task, a different collection);
+# 1. collect scripted demonstrations of the 45 Meta-World ML45 training tasks (--pre-demos per task) and of
+#    the 5 held-out test tasks (--ft-demos per task, a different collection);
 # 2. pretrain `cpu-small` on the 45 training tasks with the world-model + WAM mix (flow.world_model_prob=0.5);
 # 3. fine-tune the pretrained weights on the test-task demonstrations (action-centered objective), and train
-#    the same network on the same demonstrations from scratch with the same budget (FT_STEPS);
-# 4. evaluate both in closed loop on EPISODES fresh layouts per test task (seeds 1,000,000 + i).
+#    the same network on the same demonstrations from scratch with the same budget (--ft-steps);
+# 4. evaluate both in closed loop on --episodes fresh layouts per test task (seeds 1,000,000 + i).
 #
-# Stages run one after another on one thread each; a stage whose output exists is skipped, so a stopped run
+# Stages run one after another on --threads threads each; a stage whose output exists is skipped, so a stopped run
 # is resumed by running the command again (training resumes from its latest checkpoint).
 set -euo pipefail
 
-OUT=${1:?usage: bash scripts/ml45_pretraining.sh OUT}
-PRE_DEMOS=${PRE_DEMOS:-20}
-FT_DEMOS=${FT_DEMOS:-10}
-PRE_STEPS=${PRE_STEPS:-2000}
-FT_STEPS=${FT_STEPS:-1500}
-EPISODES=${EPISODES:-50}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+USAGE="usage: bash scripts/ml45_pretraining.sh OUT [--pre-demos N] [--ft-demos N] [--pre-steps N] [--ft-steps N] [--episodes N] [--threads N]"
+OUT="" PRE_DEMOS=20 FT_DEMOS=10 PRE_STEPS=2000 FT_STEPS=1500 EPISODES=50 THREADS=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    -h|--help) echo "$USAGE"; exit 0 ;;
+    --pre-demos|--ft-demos|--pre-steps|--ft-steps|--episodes|--threads)
+      [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "$1: expected a positive integer, got '${2:-}'" >&2; exit 2; }
+      case $1 in
+        --pre-demos) PRE_DEMOS=$2 ;; --ft-demos) FT_DEMOS=$2 ;; --pre-steps) PRE_STEPS=$2 ;;
+        --ft-steps) FT_STEPS=$2 ;; --episodes) EPISODES=$2 ;; --threads) THREADS=$2 ;;
+      esac
+      shift 2 ;;
+    -*) echo "unknown option $1; $USAGE" >&2; exit 2 ;;
+    *) [ -z "$OUT" ] || { echo "one OUT folder, got '$OUT' and '$1'; $USAGE" >&2; exit 2; }; OUT=$1; shift ;;
+  esac
+done
+[ -n "$OUT" ] || { echo "$USAGE" >&2; exit 2; }
+export OMP_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 
 collect() {  # TASKS DEMOS DIR
