@@ -55,13 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (a config field, a dataset file, a checkpoint, a task or robot
+    name): each message already names what is wrong, so the CLI prints it without a traceback."""
+    from gigaworld_policy.checkpoint import CheckpointError
+    from gigaworld_policy.config import ConfigError
+    from gigaworld_policy.data.embodiments import EmbodimentError
+    from gigaworld_policy.data.errors import DatasetError
+    from gigaworld_policy.model.batch import BatchError
+    from gigaworld_policy.policy import PolicyInputError
+    from gigaworld_policy.sim.common import SimError
+
+    return (CheckpointError, ConfigError, DatasetError, EmbodimentError, BatchError, PolicyInputError, SimError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_missing", None):
         parser.error(f"command {args.command!r} is not available in this build ({args._missing})")
     mod = importlib.import_module(args._module)
-    return int(mod.run(args) or 0)
+    try:
+        return int(mod.run(args) or 0)
+    except input_errors() as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+        print(f"gwp {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
