@@ -59,14 +59,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _run(cmd: list[str], threads: int, log: Path | None = None) -> None:
+def _run(stage: str, cmd: list[str], threads: int, log: Path | None = None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print("$ " + " ".join(cmd), flush=True)
     if log is None:
-        subprocess.run(cmd, env=env, check=True)
-        return
-    with open(log, "w") as f:
-        subprocess.run(cmd, env=env, check=True, stdout=f, stderr=subprocess.STDOUT)
+        code = subprocess.run(cmd, env=env).returncode
+    else:
+        with open(log, "w") as f:
+            code = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"study_row: {stage} failed (exit {code})" + (f"; log {log}" if log else ""))
 
 
 def eval_calls(args: argparse.Namespace, tasks: list[str]) -> list[tuple[Path, list[str]]]:
@@ -106,7 +108,7 @@ def _evaluate(calls: list[tuple[Path, list[str]]], jobs: int) -> None:
                 if proc.returncode != 0:
                     failed.append(f"{out} (exit {proc.returncode}, log {out}.log)")
     if failed:
-        raise SystemExit("evaluation calls failed: " + "; ".join(failed))
+        raise SystemExit("study_row: evaluation calls failed: " + "; ".join(failed))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     except SimError as e:
         raise SystemExit(f"study_row: {e}") from None
     if not args.data.exists():
-        _run([*GWP, "collect", "--env", args.env, "--tasks", *tasks, "--episodes", str(args.demos),
-              "--cameras", *args.cameras, "--image-size", str(args.image_size), "--out", str(args.data)], threads=args.threads)
+        _run("collection", [*GWP, "collect", "--env", args.env, "--tasks", *tasks, "--episodes", str(args.demos),
+                            "--cameras", *args.cameras, "--image-size", str(args.image_size),
+                            "--out", str(args.data)], threads=args.threads)
     final = args.out / "checkpoints" / f"step_{args.steps:08d}"
     if not final.is_dir():
         cmd = [*GWP, "train", "--preset", args.preset, "--data", str(args.data), "--steps", str(args.steps),
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         if (args.out / "latest").exists():
             cmd.append("--resume")
         args.out.mkdir(parents=True, exist_ok=True)
-        _run(cmd, threads=args.threads, log=args.out / "train.log")
+        _run("training", cmd, threads=args.threads, log=args.out / "train.log")
     calls = eval_calls(args, tasks)
     _evaluate(calls, args.jobs)
     reports = [str(out / "report.json") for out, _ in calls]
