@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from gigaworld_policy.cli import main as gwp
 
 
-def test_goal_env_collect_train_eval(tmp_path: Path) -> None:
+def test_goal_env_collect_train_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, run = tmp_path / "data", tmp_path / "run"
     assert gwp(["collect", "--env", "metaworld-goal", "--tasks", "reach-v3", "--episodes", "1", "--out", str(data),
                 "--image-size", "32"]) == 0
@@ -31,6 +32,9 @@ def test_goal_env_collect_train_eval(tmp_path: Path) -> None:
                 "--max-steps", "3", "--out", str(tmp_path / "ev2")]) == 0
     assert json.loads((tmp_path / "ev2" / "report.json").read_text())["image_size"] == 32
     # the 4-d env gives a robot type this checkpoint never saw: refused before any episode, naming the fit
-    with pytest.raises(SystemExit, match=r"robot type 'metaworld_sawyer'.*envs that give them: metaworld-goal\)"):
-        gwp(["eval", "--checkpoint", str(run), "--env", "metaworld", "--tasks", "reach-v3", "--episodes", "1",
-             "--max-steps", "9", "--image-size", "32"])
+    capsys.readouterr()
+    assert gwp(["eval", "--checkpoint", str(run), "--env", "metaworld", "--tasks", "reach-v3", "--episodes", "1",
+                "--max-steps", "9", "--image-size", "32", "--out", str(tmp_path / "ev3")]) == 1
+    assert re.search(r"gwp eval: error: .*robot type 'metaworld_sawyer'.*envs that give them: metaworld-goal\)",
+                     capsys.readouterr().err)
+    assert not (tmp_path / "ev3" / "report.json").exists()

@@ -281,14 +281,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    try:
-        summary = collect(args.env, args.tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
-                          cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
-                          steps_after_success=args.steps_after_success, overwrite=args.overwrite,
-                          codec=args.vcodec, action_noise=args.action_noise,
-                          start_jitter=args.start_jitter, max_attempts_factor=args.max_attempts_factor)
-    except SimError as e:
-        raise SystemExit(f"gwp collect: {e}") from None
+    # bad input raises SimError, which gwp's main prints as one line
+    summary = collect(args.env, args.tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
+                      cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
+                      steps_after_success=args.steps_after_success, overwrite=args.overwrite,
+                      codec=args.vcodec, action_noise=args.action_noise,
+                      start_jitter=args.start_jitter, max_attempts_factor=args.max_attempts_factor)
     print(json.dumps(summary, indent=2))
     print(f"kept {summary['episodes']} episodes ({summary['frames']} frames), {summary['failed']} failed attempts")
     for task, kept in summary["short"].items():

@@ -255,14 +255,11 @@ def checkpoint_image_size(policy: Any, env_name: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        policy = make_policy(args.policy, args.checkpoint, args.seed)
-        report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
-                          out_dir=args.out, image_size=args.image_size,
-                          cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
-                          video=args.video or args.imagine, imagine=args.imagine,
-                          extra={"policy": args.policy, "checkpoint": args.checkpoint})
-    except SimError as e:
-        raise SystemExit(f"gwp eval: {e}") from None
+    policy = make_policy(args.policy, args.checkpoint, args.seed)  # bad input: SimError, printed by gwp's main
+    report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
+                      out_dir=args.out, image_size=args.image_size,
+                      cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
+                      video=args.video or args.imagine, imagine=args.imagine,
+                      extra={"policy": args.policy, "checkpoint": args.checkpoint})
     print(report_markdown(report))
     return 0
