@@ -24,6 +24,13 @@ from pathlib import Path
 from gigaworld_policy.sim.common import wilson_interval
 
 
+def _checkpoint(path: str, report: dict) -> str:
+    if "pooled_from" in report:  # a --save record: its checkpoint path is from the machine it was run on
+        return report["checkpoint"]
+    checkpoint = report.get("checkpoint") or Path(path).resolve().parent.parent / "run"
+    return str(Path(checkpoint).resolve())
+
+
 def load(paths: list[str]) -> dict[str, dict[int, bool]]:
     """task -> {eval seed: success}, from the reports of one checkpoint."""
     tasks: dict[str, dict[int, bool]] = {}
@@ -31,8 +38,9 @@ def load(paths: list[str]) -> dict[str, dict[int, bool]]:
     for path in paths:
         with open(path) as f:
             report = json.load(f)
-        checkpoint = report.get("checkpoint") or Path(path).resolve().parent.parent / "run"
-        checkpoints.add(str(Path(checkpoint).resolve()))
+        if "per_task" not in report:
+            sys.exit(f"{path}: no 'per_task' field; not a gwp eval report.json or a --save record")
+        checkpoints.add(_checkpoint(path, report))
         for task, r in report["per_task"].items():
             seen = tasks.setdefault(task, {})
             for seed, ok in zip(r["seeds"], r["episode_success"], strict=True):
@@ -70,8 +78,31 @@ def paired(a_paths: list[str], b_paths: list[str]) -> None:
           f"only B {only_b}; exact McNemar p = {mcnemar_p(only_a, only_b):.2g}")
 
 
-def main(paths: list[str]) -> None:
+def save(paths: list[str], tasks: dict[str, dict[int, bool]], out: Path) -> None:
+    """The pooled per-episode outcomes, in the report schema, with where each part came from."""
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        parts.append({"report": path, "git_commit": report.get("git_commit"), "env": report.get("env"),
+                      "replan_every": report.get("replan_every"),
+                      "latency_ms_median": report.get("latency_ms", {}).get("median")})
+    per_task = {}
+    for task, seen in tasks.items():
+        seeds = sorted(seen)
+        per_task[task] = {"seeds": seeds, "episode_success": [seen[s] for s in seeds],
+                          "successes": sum(seen.values()), "episodes": len(seeds)}
+    with open(paths[0]) as f:
+        checkpoint = _checkpoint(paths[0], json.load(f))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": checkpoint, "pooled_from": parts, "per_task": per_task}) + "\n")
+    print(f"wrote {out}")
+
+
+def main(paths: list[str], save_to: Path | None = None) -> None:
     tasks = load(paths)
+    if save_to is not None:
+        save(paths, tasks, save_to)
     cells, total, n_total = [], 0, 0
     for task, seen in tasks.items():
         k, n = sum(seen.values()), len(seen)
@@ -88,8 +119,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", help="report.json files of one checkpoint (A)")
     parser.add_argument("--paired", nargs="+", metavar="REPORT", help="report.json files of another checkpoint (B)")
+    parser.add_argument("--save", type=Path, metavar="JSON", help="also write the pooled per-episode outcomes here")
     args = parser.parse_args()
+    if args.paired and args.save:
+        parser.error("--save pools one run; it does not go with --paired")
     if args.paired:
         paired(args.reports, args.paired)
     else:
-        main(args.reports)
+        main(args.reports, args.save)

@@ -7,7 +7,9 @@
 The defaults are the MT10 rows': 25 scripted demonstrations per task with the `workspace` camera,
 `cpu-small` for 3,000 steps on two threads, then 50 episodes per task (seeds 0-49, that is simulator
 seeds 1,000,000 onward) split into calls of 10 episodes and 5 tasks, run two at a time on one thread each
-(RUN_eval/s{SEED}{a,b,...}/report.json), then `pool_eval.py` over the calls. Each stage whose output
+(RUN_eval/s{SEED}{a,b,...}/report.json), then `pool_eval.py` over the calls (`--record docs/study/ROW.json`
+keeps the pooled per-episode outcomes, the part of a row worth committing: run folders do not outlive the
+machine). Each stage whose output
 exists is skipped: run the command again to continue a stopped row (training resumes from its latest
 checkpoint, with that checkpoint's config; finished evaluation calls are kept).
 """
@@ -50,6 +52,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="evaluation calls at a time, one thread each")
     p.add_argument("--replan-every", type=int, default=8)
     p.add_argument("--eval-max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+    p.add_argument("--record", type=Path, default=None, metavar="JSON",
+                   help="also save the pooled per-episode outcomes here (pool_eval.py --save), e.g. "
+                        "docs/study/ROW.json, to keep in the repository")
     args = p.parse_args(argv)
     for name in ("demos", "image_size", "steps", "threads", "episodes", "episodes_per_call", "tasks_per_call", "jobs"):
         if getattr(args, name) < 1:
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     calls = eval_calls(args, tasks)
     _evaluate(calls, args.jobs)
     reports = [str(out / "report.json") for out, _ in calls]
-    subprocess.run([sys.executable, str(POOL_EVAL), *reports], check=True)
+    record = [] if args.record is None else ["--save", str(args.record)]
+    subprocess.run([sys.executable, str(POOL_EVAL), *reports, *record], check=True)
 
 
 if __name__ == "__main__":

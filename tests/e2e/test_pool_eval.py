@@ -37,3 +37,26 @@ def test_pool_and_paired(tmp_path: Path) -> None:
     assert mixed.returncode != 0 and "different checkpoints" in mixed.stderr
     twice = _run(a[0], a[0])
     assert twice.returncode != 0 and "seed 0 is in an earlier report too" in twice.stderr
+
+
+def test_saved_record_reads_back_like_the_reports(tmp_path: Path) -> None:
+    a = [_report(tmp_path / "a1", "A", {"reach-v3": [True] * 8 + [False] * 2, "push-v3": [False] * 10}, 0),
+         _report(tmp_path / "a2", "A", {"reach-v3": [True] * 10, "push-v3": [True] + [False] * 9}, 10)]
+    b = [_report(tmp_path / "b1", "B", {"reach-v3": [False] * 9 + [True]}, 0)]
+    record = tmp_path / "study" / "a.json"
+    saved = _run(*a, "--save", str(record))
+    assert saved.returncode == 0, saved.stderr
+    data = json.loads(record.read_text())
+    assert data["per_task"]["reach-v3"]["successes"] == 18 and data["per_task"]["push-v3"]["episodes"] == 20
+    assert [p["report"] for p in data["pooled_from"]] == a
+    # the record pools and pairs exactly like the reports it was made from
+    assert "19/ 40 = 0.475" in _run(str(record)).stdout
+    assert _run(str(record), "--paired", *b).stdout == _run(*a, "--paired", *b).stdout
+    # a record cannot be mixed with reports of another checkpoint, nor counted twice
+    later_b = _report(tmp_path / "b2", "B", {"reach-v3": [True] * 10}, 20)
+    assert "different checkpoints" in _run(str(record), later_b).stderr
+    assert "in an earlier report too" in _run(str(record), a[0]).stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert "bad.json: no 'per_task' field" in _run(str(bad)).stderr
+    assert _run(*a, "--save", str(record), "--paired", *b).returncode != 0

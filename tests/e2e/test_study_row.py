@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -44,10 +45,13 @@ def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> N
     assert re.search(r"mean\s+\d/\s*2 = ", again.stdout)
 
     reports[1].unlink()  # a lost evaluation call is run again, alone
-    third = _run(*args)
+    record = tmp_path / "docs" / "row.json"
+    third = _run(*args, "--record", str(record))
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count(" eval ") == 1 and "s1a" in third.stdout and " train " not in third.stdout
     assert reports[1].is_file() and reports[0].stat().st_mtime_ns == stamps[0]
+    outcomes = json.loads(record.read_text())["per_task"]["reach-v3"]
+    assert outcomes["seeds"] == [1_000_000, 1_000_001] and len(outcomes["episode_success"]) == 2
 
 
 def test_study_row_rejects_a_split_that_does_not_divide(tmp_path: Path) -> None:
