@@ -79,7 +79,9 @@ def paired(a_paths: list[str], b_paths: list[str]) -> None:
 
 
 def save(paths: list[str], tasks: dict[str, dict[int, bool]], out: Path) -> None:
-    """The pooled per-episode outcomes, in the report schema, with where each part came from."""
+    """The pooled per-episode outcomes, in the report schema, with where each part came from and how the
+    checkpoint was made (``training``: its config and its run's provenance.json, see gigaworld_policy.provenance;
+    None when the checkpoint is not on this machine)."""
     parts = []
     for path in paths:
         with open(path) as f:
@@ -94,8 +96,17 @@ def save(paths: list[str], tasks: dict[str, dict[int, bool]], out: Path) -> None
                           "successes": sum(seen.values()), "episodes": len(seeds)}
     with open(paths[0]) as f:
         checkpoint = _checkpoint(paths[0], json.load(f))
+    from gigaworld_policy.checkpoint import CheckpointError  # imports torch: only --save pays for it
+    from gigaworld_policy.provenance import describe_checkpoint
+
+    try:  # how the checkpoint was made (config, data and its collection, commits): the record outlives the run
+        training = describe_checkpoint(checkpoint)
+    except CheckpointError as e:
+        print(f"note: the record says nothing of how the checkpoint was made ({e})", file=sys.stderr)
+        training = None
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": checkpoint, "pooled_from": parts, "per_task": per_task}) + "\n")
+    out.write_text(json.dumps({"checkpoint": checkpoint, "pooled_from": parts, "per_task": per_task,
+                               "training": training}) + "\n")
     print(f"wrote {out}")
 
 

@@ -60,3 +60,25 @@ def test_saved_record_reads_back_like_the_reports(tmp_path: Path) -> None:
     bad.write_text("{}")
     assert "bad.json: no 'per_task' field" in _run(str(bad)).stderr
     assert _run(*a, "--save", str(record), "--paired", *b).returncode != 0
+
+
+def test_saved_record_says_how_the_checkpoint_was_made(tmp_path: Path) -> None:
+    run = tmp_path / "run"  # the run-directory layout the trainer writes, with only what the record reads
+    (run / "checkpoints" / "step_00000004").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000004" / "config.json").write_text(json.dumps({"name": "tiny"}))
+    (run / "latest").write_text("step_00000004\n")
+    made = {"data": [{"root": "/data/mt10", "provenance": {"action_noise": 0.3}}],
+            "launches": [{"git_commit": "abc1234", "from_step": 0, "to_step": 4}]}
+    (run / "provenance.json").write_text(json.dumps(made))
+    reports = [_report(tmp_path / "e1", str(run), {"reach-v3": [True, False]}, 0)]
+    record = tmp_path / "r.json"
+    assert _run(*reports, "--save", str(record)).returncode == 0
+    training = json.loads(record.read_text())["training"]
+    assert training["run"] == made and training["config"] == {"name": "tiny"}
+    assert training["checkpoint"] == str((run / "checkpoints" / "step_00000004").resolve())
+    # a checkpoint that is not on this machine: the outcomes are still saved, and the gap is said
+    gone = [_report(tmp_path / "e2", str(tmp_path / "gone"), {"reach-v3": [True]}, 0)]
+    saved = _run(*gone, "--save", str(record))
+    assert saved.returncode == 0 and "says nothing of how the checkpoint was made" in saved.stderr
+    data = json.loads(record.read_text())
+    assert data["training"] is None and data["per_task"]["reach-v3"]["successes"] == 1

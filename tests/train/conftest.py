@@ -20,9 +20,9 @@ def tiny_config(*extra: str) -> Config:
 
 
 def write_metaworld_dataset(root: Path, episodes: int = 4, length: int = 12, seed: int = 0,
-                            env_state: bool = False) -> Path:
+                            env_state: bool = False, provenance: dict | None = None) -> Path:
     """``env_state``: also an ``observation.environment_state`` [2] = (frame, episode), what the red band's
-    height and the frame's brightness show."""
+    height and the frame's brightness show. ``provenance``: written to meta/provenance.json, as ``gwp collect`` does."""
     rng = np.random.default_rng(seed)
     ft = {"observation.state": {"dtype": "float32", "shape": [4], "names": None},
           "action": {"dtype": "float32", "shape": [4], "names": None},
@@ -42,7 +42,7 @@ def write_metaworld_dataset(root: Path, episodes: int = 4, length: int = 12, see
             w.add_frame(frame, task=f"task {ep % 2}")
             pos = pos + 0.1 * act
         w.save_episode()
-    return w.finalize()
+    return w.finalize(provenance=provenance)
 
 
 @pytest.fixture(scope="session")

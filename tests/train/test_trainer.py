@@ -12,6 +12,7 @@ from conftest import tiny_config, write_metaworld_dataset
 from gigaworld_policy.checkpoint import CheckpointError, load_checkpoint, verify_checkpoint
 from gigaworld_policy.config import apply_overrides
 from gigaworld_policy.data import DatasetError
+from gigaworld_policy.provenance import describe_checkpoint
 from gigaworld_policy.train.batches import SyntheticBatches
 from gigaworld_policy.train.data import StepBatchSampler, split_episodes
 from gigaworld_policy.train.distributed import DistInfo
@@ -38,6 +39,26 @@ def test_train_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     ckpts = sorted(p.name for p in (a / "checkpoints").iterdir())
     assert ckpts == ["step_00000004", "step_00000006"] or len(ckpts) <= cfg.train.keep_checkpoints
     assert (a / "latest").read_text().strip() == "step_00000006"
+
+
+def test_run_records_its_data_and_every_launch(tmp_path: Path) -> None:
+    made = {"collector": "gwp collect", "action_noise": 0.3, "tasks": {"reach-v3": {"seeds": [0, 1]}}}
+    data = write_metaworld_dataset(tmp_path / "mw", episodes=3, provenance=made)
+    cfg = tiny_config()
+    train(cfg, str(data), 2, tmp_path / "run", progress=False, max_minutes=0.0)  # stops after one step
+    train(cfg, str(data), 2, tmp_path / "run", progress=False, resume=True)
+    doc = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    [src] = doc["data"]
+    assert src["root"] == str(data.resolve()) and src["provenance"] == made
+    assert (src["robot_type"], src["episodes"], src["frames"], src["weight"]) == ("metaworld_sawyer", 3, 36, 1.0)
+    assert [(x["from_step"], x["to_step"]) for x in doc["launches"]] == [(0, 2), (1, 2)]
+    assert all("data" not in x for x in doc["launches"])  # the same data both times
+    described = describe_checkpoint(tmp_path / "run")
+    assert described["run"] == doc and described["config"]["name"] == cfg.name
+    assert described["checkpoint"].endswith("step_00000002")
+    (tmp_path / "run" / "provenance.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"provenance\.json: not valid JSON"):
+        describe_checkpoint(tmp_path / "run")
 
 
 def test_nonfinite_step_is_skipped() -> None:

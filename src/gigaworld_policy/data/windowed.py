@@ -147,6 +147,13 @@ class WindowedDataset(Dataset):
                 "future_offsets": list(cfg.data.future_offsets) if self.with_video else [],
                 "video_tokenizer": cfg.model.video_tokenizer}
 
+    def describe(self) -> list[dict[str, Any]]:
+        """What each source is, for a run's provenance: root, robot type, weight, size, and how the data was
+        made (the dataset's meta/provenance.json: collector, seeds, noise, codec; None for outside data)."""
+        return [{"root": str(Path(s.ds.root).resolve()), "robot_type": s.embodiment.robot_type, "weight": s.weight,
+                 "episodes": s.ds.num_episodes, "frames": int(s.ds.info["total_frames"]),
+                 "provenance": s.ds.provenance} for s in self.sources]
+
     def _open_latent_cache(self, source: int, path: str | Path) -> LatentCache:
         """Source ``source``'s cache: one dataset (cache source 0), this window, every episode."""
         m, ds = self.cfg.model, self.sources[source].ds

@@ -10,6 +10,7 @@ Run directory::
   RUN_DIR/tb/                          TensorBoard scalars
   RUN_DIR/eval/                        open-loop evaluation plots (PNG)
   RUN_DIR/init_report.json             what --init loaded and what was newly initialized
+  RUN_DIR/provenance.json              each launch's commit and step range, the data and how it was made
 
 Exactness: step ``s`` sees data, augmentation and flow-matching noise that are pure functions of
 (seed, s, rank, micro-batch); weights, EMA, optimizer and scheduler are restored bit for bit; so on CPU a
@@ -45,6 +46,7 @@ from gigaworld_policy.checkpoint import (
 from gigaworld_policy.config import Config
 from gigaworld_policy.data.windowed import DataSource
 from gigaworld_policy.model.tokenizers import VideoTokenizer
+from gigaworld_policy.provenance import record_launch
 from gigaworld_policy.train import state as tstate
 from gigaworld_policy.train.batches import BatchProvider, DatasetBatches, SyntheticBatches
 from gigaworld_policy.train.data import (
@@ -362,6 +364,7 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
         provider = SyntheticBatches(cfg, rank=info.rank, world_size=info.world_size, grad_accum=grad_accum,
                                     device=info.device)
         norm_stats: dict[str, Any] = {"sources": []}
+        data_description: list[dict[str, Any]] = []
     else:
         sources = parse_sources(data_sources, weights, latent_cache)
         train_ds, eval_ds = open_datasets(sources, cfg)  # checks each latent cache's geometry
@@ -374,6 +377,7 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
         provider = DatasetBatches(train_ds, split, cfg, rank=info.rank, world_size=info.world_size,
                                   grad_accum=grad_accum, num_workers=cfg.train.num_workers)
         norm_stats = norm_stats_entries(sources, train_ds)
+        data_description = train_ds.describe()
     init_report = None
     if resume_from is not None:
         doc = trainer.load(resume_from)
@@ -384,6 +388,9 @@ def train(cfg: Config, data_sources: str | Sequence[str | DataSource] | None, st
         if info.is_main:
             tstate.write_json(run_dir / "init_report.json", init_report)
     start = trainer.step
+    if info.is_main:  # how this checkpoint was made, for records that outlive the machine (provenance.py)
+        record_launch(run_dir, data=data_description, from_step=start, to_step=steps, world_size=info.world_size,
+                      init=None if init is None else str(init), init_wan=None if init_wan is None else str(init_wan))
     log = MetricsLog(run_dir, start, cfg.train.log_every) if info.is_main else None
     bar = None
     if info.is_main and progress:
