@@ -41,6 +41,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--demos", type=int, default=25, help="demonstrations per task, when collecting")
     p.add_argument("--cameras", nargs="+", default=["workspace"], help="cameras, when collecting")
     p.add_argument("--image-size", type=int, default=64, help="rendered image side, when collecting")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="when collecting: DART-style noise on the executed actions (gwp collect --action-noise)")
+    p.add_argument("--start-jitter", type=float, default=0.0,
+                   help="when collecting: scattered hand starts, metres (gwp collect --start-jitter)")
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -125,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.exists():
         _run("collection", [*GWP, "collect", "--env", args.env, "--tasks", *tasks, "--episodes", str(args.demos),
                             "--cameras", *args.cameras, "--image-size", str(args.image_size),
-                            "--out", str(args.data)], threads=args.threads)
+                            "--out", str(args.data)]
+             + (["--action-noise", str(args.action_noise)] if args.action_noise else [])
+             + (["--start-jitter", str(args.start_jitter)] if args.start_jitter else []), threads=args.threads)
     final = args.out / "checkpoints" / f"step_{args.steps:08d}"
     if not final.is_dir():
         cmd = [*GWP, "train", "--preset", args.preset, "--data", str(args.data), "--steps", str(args.steps),

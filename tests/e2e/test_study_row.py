@@ -21,7 +21,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> None:
     data, run = tmp_path / "data", tmp_path / "run"
     args = ["--env", "metaworld", "--tasks", "reach-v3", "--data", str(data), "--out", str(run),
-            "--demos", "2", "--cameras", "corner", "--image-size", "32", "--preset", "tiny", "--steps", "4",
+            "--demos", "2", "--cameras", "corner", "--image-size", "32", "--action-noise", "0.1",
+            "--preset", "tiny", "--steps", "4",
             "--set", "train.batch_size=4", "--set", "train.save_every=2", "--set", "train.warmup_steps=1",
             "--episodes", "2", "--episodes-per-call", "1", "--jobs", "2", "--eval-max-steps", "20"]
     first = _run(*args)
@@ -50,8 +51,15 @@ def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> N
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count(" eval ") == 1 and "s1a" in third.stdout and " train " not in third.stdout
     assert reports[1].is_file() and reports[0].stat().st_mtime_ns == stamps[0]
-    outcomes = json.loads(record.read_text())["per_task"]["reach-v3"]
+    saved = json.loads(record.read_text())
+    outcomes = saved["per_task"]["reach-v3"]
     assert outcomes["seeds"] == [1_000_000, 1_000_001] and len(outcomes["episode_success"]) == 2
+    # the record says how the row was made, down to the collection's noise, after the run folders are gone
+    made = saved["training"]
+    assert made["config"]["name"] == "tiny" and made["config"]["train"]["batch_size"] == 4  # with its --set
+    assert [(x["from_step"], x["to_step"]) for x in made["run"]["launches"]] == [(0, 4)]
+    [src] = made["run"]["data"]
+    assert src["root"] == str(data.resolve()) and src["provenance"]["action_noise"] == 0.1
 
 
 def test_study_row_rejects_a_split_that_does_not_divide(tmp_path: Path) -> None:
