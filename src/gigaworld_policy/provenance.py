@@ -54,7 +54,7 @@ def record_launch(run_dir: str | Path, *, data: list[dict[str, Any]], from_step:
         launch["data"] = data
     doc["launches"].append(launch)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,11 @@ def test_run_records_its_data_and_every_launch(tmp_path: Path) -> None:
     described = describe_checkpoint(tmp_path / "run")
     assert described["run"] == doc and described["config"]["name"] == cfg.name
     assert described["checkpoint"].endswith("step_00000002")
+    moved = Path(shutil.copytree(data, tmp_path / "moved"))  # the same data at another path: the launch says so
+    train(cfg, str(moved), 3, tmp_path / "run", progress=False, resume=True)
+    doc = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert doc["data"][0]["root"] == str(data.resolve()) and doc["launches"][-1]["from_step"] == 2
+    assert doc["launches"][-1]["data"][0]["root"] == str(moved.resolve())
     (tmp_path / "run" / "provenance.json").write_text("{")
     with pytest.raises(CheckpointError, match=r"provenance\.json: not valid JSON"):
         describe_checkpoint(tmp_path / "run")
