@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from gigaworld_policy.sim.common import SimError
+from gigaworld_policy.sim.common import REACH_AIMS, SimError
 from gigaworld_policy.sim.envs import resolve_tasks
 
 POOL_EVAL = Path(__file__).resolve().parent / "pool_eval.py"
@@ -45,6 +45,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="when collecting: DART-style noise on the executed actions (gwp collect --action-noise)")
     p.add_argument("--start-jitter", type=float, default=0.0,
                    help="when collecting: scattered hand starts, metres (gwp collect --start-jitter)")
+    p.add_argument("--reach-aim", default=REACH_AIMS[0], choices=list(REACH_AIMS),
+                   help="when collecting: what the reach experts steer onto the goal (gwp collect --reach-aim; "
+                        "hand: the data of rows collected before the option)")
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                             "--cameras", *args.cameras, "--image-size", str(args.image_size),
                             "--out", str(args.data)]
              + (["--action-noise", str(args.action_noise)] if args.action_noise else [])
-             + (["--start-jitter", str(args.start_jitter)] if args.start_jitter else []), threads=args.threads)
+             + (["--start-jitter", str(args.start_jitter)] if args.start_jitter else [])
+             + ["--reach-aim", args.reach_aim], threads=args.threads)
     final = args.out / "checkpoints" / f"step_{args.steps:08d}"
     if not final.is_dir():
         cmd = [*GWP, "train", "--preset", args.preset, "--data", str(args.data), "--steps", str(args.steps),

@@ -26,6 +26,7 @@ def test_collect_metaworld_cli_writes_readable_dataset(tmp_path, capsys):
     assert prov["collector"] == "gwp collect" and prov["env"] == "metaworld" and prov["action_noise"] == 0.0
     assert prov["tasks"] == {"reach-v3": {"prompt": "reach the goal position", "attempts": 2, "seeds": [0, 1]}}
     assert prov["cameras"] == ["corner2"] and prov["image_size"] == 32 and prov["video_codec"] == "libx264"
+    assert prov["reach_aim"] == "fingertips"
 
 
 def test_collect_goal_observable_metaworld(tmp_path):
@@ -111,7 +112,7 @@ def test_action_noise_executes_perturbed_actions_and_records_the_experts(monkeyp
     expert = MetaWorldExpert("reach-v3")
     given, executed = [], []
     act, step = expert.act, env.step
-    monkeypatch.setattr(expert, "act", lambda s: given.append(np.asarray(act(s), np.float32)) or given[-1])
+    monkeypatch.setattr(expert, "act", lambda s, **kw: given.append(np.asarray(act(s, **kw), np.float32)) or given[-1])
     monkeypatch.setattr(env, "step", lambda a: executed.append(np.array(a)) or step(a))
     clean, ok_clean = expert_episode(env, seed=3, expert=expert)
     n_clean = len(given)
@@ -169,6 +170,41 @@ def test_start_jitter_scatters_hand_starts_and_keeps_the_layout(tmp_path):
         collect("aloha", ["TransferCube"], 1, "unused", start_jitter=0.1, progress=False)
     with pytest.raises(SimError, match="start_jitter"):
         collect("metaworld", ["reach-v3"], 1, "unused", start_jitter=-0.1, progress=False)
+
+
+def test_reach_expert_aims_the_fingertips_that_meta_world_scores(tmp_path):
+    """Meta-World's reach policy steers the hand body onto the goal, so the fingertips it is scored by stop
+    4.5 cm away, inside the 5 cm radius by a hair; aimed at the fingertips, the demonstrations converge."""
+    from gigaworld_policy.sim.collect import expert_episode
+    from gigaworld_policy.sim.experts import MetaWorldExpert
+    from gigaworld_policy.sim.policies import ExpertPolicy
+
+    env = make_env("metaworld", "reach-v3", image_size=16)
+    final = {}
+    for aim in ("fingertips", "hand"):
+        final[aim] = []
+        for s in range(3):
+            _, ok = expert_episode(env, seed=s, steps_after_success=40, reach_aim=aim)
+            assert ok
+            final[aim].append(np.linalg.norm(env.fingertip_position() - env.expert_state()[-3:]))
+    tips, hand = np.array(final["fingertips"]), np.array(final["hand"])
+    assert tips.max() < 0.01 and np.all(hand > tips + 0.01), final
+    assert np.median(hand) > 0.04, final  # 4.5 cm, unless the hand is held above a low goal
+    hand_to_tips = env.fingertip_position() - env.expert_state()[:3]
+    assert abs(hand_to_tips[2] + 0.045) < 0.005  # the offset the shipped policy ignores
+    expert = ExpertPolicy()  # evaluation's expert aims the same way
+    expert.bind_env(env)
+    obs = env.reset(0)
+    tips = MetaWorldExpert("reach-v3").act(env.expert_state(), fingertips=env.fingertip_position())
+    np.testing.assert_array_equal(expert.infer(obs.to_policy_obs())["actions"][0], tips)
+    with pytest.raises(SimError, match="fingertips="):
+        MetaWorldExpert("reach-v3").act(env.expert_state())
+    MetaWorldExpert("push-v3").act(env.expert_state())  # other tasks: Meta-World's policy as shipped
+    env.close()
+    with pytest.raises(SimError, match="reach_aim"):
+        collect("metaworld", ["reach-v3"], 1, tmp_path / "x", reach_aim="tcp", progress=False)
+    summary = collect("metaworld", ["reach-v3"], 1, tmp_path / "h", image_size=16, reach_aim="hand", progress=False)
+    assert summary["reach_aim"] == "hand" and data.open_dataset(tmp_path / "h").provenance["reach_aim"] == "hand"
 
 
 @pytest.mark.parametrize("failures, retries", [(1, 1), (2, 1)], ids=["recovers", "gives-up"])

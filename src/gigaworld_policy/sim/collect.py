@@ -23,6 +23,10 @@ goal is, which a policy can learn in place of reading the goal from the image; f
 cannot. Evaluation always starts from the task's own start, which lies inside the jittered range.
 Measured (docs/results.md, one training seed per row): MT10 0.52 with 0.1 m against 0.45 without; reach alone
 not helped (0.10).
+
+``reach_aim`` (Meta-World reach tasks): "fingertips" (default) steers the point Meta-World scores onto the
+goal; "hand" is the shipped scripted policy, whose demonstrations end within 1.6 cm of the success radius
+(experts.MetaWorldExpert). Recorded in meta/provenance.json.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from gigaworld_policy.data.stats import ENV_STATE_KEY
-from gigaworld_policy.sim.common import SimError
+from gigaworld_policy.sim.common import REACH_AIMS, SimError
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds = EVAL_SEED_OFFSET + seed + episode
 
@@ -57,10 +61,12 @@ def features_for(env: Any) -> dict[str, dict[str, Any]]:
 
 
 def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: Any = None,
-                   action_noise: float = 0.0, start_jitter: float = 0.0) -> tuple[list[dict[str, np.ndarray]], bool]:
+                   action_noise: float = 0.0, start_jitter: float = 0.0,
+                   reach_aim: str = "fingertips") -> tuple[list[dict[str, np.ndarray]], bool]:
     """Run the scripted expert for one episode; returns (frames, success). Frames hold the observation
     before each action and that action. Recording stops ``steps_after_success`` steps after success.
-    ``action_noise``, ``start_jitter``: see the module docstring (Meta-World only; drawn from ``seed``)."""
+    ``action_noise``, ``start_jitter``: see the module docstring (Meta-World only; drawn from ``seed``).
+    ``reach_aim``: for a Meta-World expert made here (experts.MetaWorldExpert); a given ``expert`` keeps its own."""
     check_metaworld_only(env.env_name, action_noise, start_jitter)
     frames: list[dict[str, np.ndarray]] = []
     if start_jitter > 0:
@@ -72,8 +78,8 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: A
     if env.env_name == "metaworld":
         from gigaworld_policy.sim.experts import MetaWorldExpert
 
-        expert = expert or MetaWorldExpert(env.task)
-        next_action = lambda t: expert.act(env.expert_state())  # noqa: E731
+        expert = expert or MetaWorldExpert(env.task, reach_aim=reach_aim)
+        next_action = lambda t: expert.act(env.expert_state(), fingertips=env.fingertip_position())  # noqa: E731
         horizon = env.max_steps
     else:
         from gigaworld_policy.sim.experts import aloha_expert_actions
@@ -123,7 +129,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
             image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
             steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
             progress: bool = True, encode_retries: int = 1, codec: str | None = None,
-            action_noise: float = 0.0, start_jitter: float = 0.0) -> dict[str, Any]:
+            action_noise: float = 0.0, start_jitter: float = 0.0, reach_aim: str = "fingertips") -> dict[str, Any]:
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
@@ -136,9 +142,12 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     the failed attempt's files are discarded, nothing of it reaches ``out_dir``. ``codec``: the video
     encoder (None: H.264; "libsvtav1" for AV1, see data/video.py ``pick_video_codec``). ``action_noise``:
     DART-style noise on the executed actions (module docstring); labels stay the expert's.
-    ``start_jitter``: scattered hand starts (module docstring).
+    ``start_jitter``: scattered hand starts (module docstring). ``reach_aim``: the Meta-World reach experts'
+    aim (module docstring).
     """
     check_metaworld_only(env_name, action_noise, start_jitter)
+    if reach_aim not in REACH_AIMS:
+        raise SimError(f"reach_aim: must be one of {', '.join(REACH_AIMS)}, got {reach_aim!r}")
     from gigaworld_policy.data import VideoEncodeError
 
     t0 = time.perf_counter()
@@ -146,7 +155,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
         try:
             summary = _collect_once(env_name, tasks, episodes_per_task, out_dir, seed, image_size, cameras, max_steps,
                                     steps_after_success, max_attempts_factor, overwrite, progress, codec,
-                                    action_noise, start_jitter)
+                                    action_noise, start_jitter, reach_aim)
         except VideoEncodeError as e:
             if retry == encode_retries:
                 raise
@@ -162,7 +171,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
 def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int,
                   image_size: int, cameras: tuple[str, ...] | None, max_steps: int | None, steps_after_success: int,
                   max_attempts_factor: int, overwrite: bool, progress: bool, codec: str | None,
-                  action_noise: float, start_jitter: float) -> dict[str, Any]:
+                  action_noise: float, start_jitter: float, reach_aim: str) -> dict[str, Any]:
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
@@ -179,7 +188,8 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
                        "so they never overlap evaluation seeds")
     writer = None
     summary: dict[str, Any] = {"out_dir": str(out_dir), "env": env_name, "seed": seed, "image_size": image_size,
-                               "action_noise": action_noise, "start_jitter": start_jitter, "tasks": {}}
+                               "action_noise": action_noise, "start_jitter": start_jitter,
+                               "reach_aim": reach_aim if env_name != "aloha" else None, "tasks": {}}
     env_cameras: tuple[str, ...] = ()
     kept_seeds: dict[str, list[int]] = {}
     bar = tqdm(total=episodes_per_task * len(task_list), desc=f"collect {env_name}", unit="ep", disable=not progress)
@@ -199,7 +209,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
             kept_seeds[task] = []
             while kept < episodes_per_task and attempts < max_attempts:
                 frames, ok = expert_episode(env, seed + attempts, steps_after_success, expert=expert,
-                                            action_noise=action_noise, start_jitter=start_jitter)
+                                            action_noise=action_noise, start_jitter=start_jitter, reach_aim=reach_aim)
                 attempts += 1
                 if not ok:
                     bar.set_postfix(task=task, failed=attempts - kept)
@@ -245,7 +255,7 @@ def _provenance(summary: dict[str, Any], kept_seeds: dict[str, list[int]], episo
             "episodes_per_task": episodes_per_task, "seed": summary["seed"], "image_size": summary["image_size"],
             "cameras": list(cameras), "video_codec": codec, "max_steps": max_steps,
             "steps_after_success": steps_after_success, "action_noise": summary["action_noise"],
-            "start_jitter": summary["start_jitter"]}
+            "start_jitter": summary["start_jitter"], "reach_aim": summary["reach_aim"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -276,6 +286,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-jitter", type=float, default=0.0,
                         help="Meta-World: start each episode's hand up to this many metres (per axis, uniform) "
                              "from the task's start (clipped to the mocap range), so the hand's path stops giving the goal away")
+    parser.add_argument("--reach-aim", default=REACH_AIMS[0], choices=list(REACH_AIMS),
+                        help="Meta-World reach experts: steer the fingertips (scored by Meta-World) or the hand "
+                             "(the shipped policy, data before this option) onto the goal")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
                       cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                       steps_after_success=args.steps_after_success, overwrite=args.overwrite,
                       codec=args.vcodec, action_noise=args.action_noise,
-                      start_jitter=args.start_jitter, max_attempts_factor=args.max_attempts_factor)
+                      start_jitter=args.start_jitter, max_attempts_factor=args.max_attempts_factor,
+                      reach_aim=args.reach_aim)
     print(json.dumps(summary, indent=2))
     print(f"kept {summary['episodes']} episodes ({summary['frames']} frames), {summary['failed']} failed attempts")
     for task, kept in summary["short"].items():

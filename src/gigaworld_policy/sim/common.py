@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# What the Meta-World reach experts steer onto the goal (experts.MetaWorldExpert; first = default)
+REACH_AIMS = ("fingertips", "hand")
+
 
 class SimError(ValueError):
     """Bad simulation input (unknown env/task/camera, bad action shape); the message names it."""

@@ -263,6 +263,13 @@ class MetaWorldEnv:
             raise SimError(f"metaworld/{self.task}: call reset(seed) first")
         return self._full_obs.copy()
 
+    def fingertip_position(self) -> np.ndarray:
+        """The point between the fingertips (Meta-World's ``tcp_center``, 4.5 cm below the hand body at rest):
+        where reach is scored (scripted experts only; experts.MetaWorldExpert)."""
+        if self._full_obs is None:
+            raise SimError(f"metaworld/{self.task}: call reset(seed) first")
+        return np.array(self._env.tcp_center, dtype=np.float64)
+
     def environment_state(self) -> np.ndarray:
         """The first object's position (``environment_state_names``): recorded by collection, never observed."""
         return self.expert_state()[ENVIRONMENT_STATE_PART].astype(np.float32)
