@@ -47,7 +47,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="when collecting: scattered hand starts, metres (gwp collect --start-jitter)")
     p.add_argument("--reach-aim", default=REACH_AIMS[0], choices=list(REACH_AIMS),
                    help="when collecting: what the reach experts steer onto the goal (gwp collect --reach-aim; "
-                        "hand: the data of rows collected before the option)")
+                        "hand, the default: Meta-World's shipped policy)")
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",

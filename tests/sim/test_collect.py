@@ -26,7 +26,7 @@ def test_collect_metaworld_cli_writes_readable_dataset(tmp_path, capsys):
     assert prov["collector"] == "gwp collect" and prov["env"] == "metaworld" and prov["action_noise"] == 0.0
     assert prov["tasks"] == {"reach-v3": {"prompt": "reach the goal position", "attempts": 2, "seeds": [0, 1]}}
     assert prov["cameras"] == ["corner2"] and prov["image_size"] == 32 and prov["video_codec"] == "libx264"
-    assert prov["reach_aim"] == "fingertips"
+    assert prov["reach_aim"] == "hand"
 
 
 def test_collect_goal_observable_metaworld(tmp_path):
@@ -192,19 +192,22 @@ def test_reach_expert_aims_the_fingertips_that_meta_world_scores(tmp_path):
     assert np.median(hand) > 0.04, final  # 4.5 cm, unless the hand is held above a low goal
     hand_to_tips = env.fingertip_position() - env.expert_state()[:3]
     assert abs(hand_to_tips[2] + 0.045) < 0.005  # the offset the shipped policy ignores
-    expert = ExpertPolicy()  # evaluation's expert aims the same way
+    expert = ExpertPolicy()  # evaluation's expert: the shipped policy
     expert.bind_env(env)
     obs = env.reset(0)
-    tips = MetaWorldExpert("reach-v3").act(env.expert_state(), fingertips=env.fingertip_position())
-    np.testing.assert_array_equal(expert.infer(obs.to_policy_obs())["actions"][0], tips)
+    shipped = MetaWorldExpert("reach-v3").act(env.expert_state(), fingertips=env.fingertip_position())
+    np.testing.assert_array_equal(expert.infer(obs.to_policy_obs())["actions"][0], shipped)
+    np.testing.assert_array_equal(MetaWorldExpert("reach-v3", reach_aim="hand").act(env.expert_state()), shipped)
     with pytest.raises(SimError, match="fingertips="):
-        MetaWorldExpert("reach-v3").act(env.expert_state())
+        MetaWorldExpert("reach-v3", reach_aim="fingertips").act(env.expert_state())
     MetaWorldExpert("push-v3").act(env.expert_state())  # other tasks: Meta-World's policy as shipped
     env.close()
     with pytest.raises(SimError, match="reach_aim"):
         collect("metaworld", ["reach-v3"], 1, tmp_path / "x", reach_aim="tcp", progress=False)
-    summary = collect("metaworld", ["reach-v3"], 1, tmp_path / "h", image_size=16, reach_aim="hand", progress=False)
-    assert summary["reach_aim"] == "hand" and data.open_dataset(tmp_path / "h").provenance["reach_aim"] == "hand"
+    summary = collect("metaworld", ["reach-v3"], 1, tmp_path / "f", image_size=16, reach_aim="fingertips",
+                      progress=False)
+    assert summary["reach_aim"] == "fingertips"
+    assert data.open_dataset(tmp_path / "f").provenance["reach_aim"] == "fingertips"
 
 
 @pytest.mark.parametrize("failures, retries", [(1, 1), (2, 1)], ids=["recovers", "gives-up"])

@@ -24,9 +24,10 @@ cannot. Evaluation always starts from the task's own start, which lies inside th
 Measured (docs/results.md, one training seed per row): MT10 0.52 with 0.1 m against 0.45 without; reach alone
 not helped (0.10).
 
-``reach_aim`` (Meta-World reach tasks): "fingertips" (default) steers the point Meta-World scores onto the
-goal; "hand" is the shipped scripted policy, whose demonstrations end within 1.6 cm of the success radius
-(experts.MetaWorldExpert). Recorded in meta/provenance.json.
+``reach_aim`` (Meta-World reach tasks): "hand" (default) is the shipped scripted policy, whose demonstrations
+end within 1.6 cm of the success radius; "fingertips" steers the point Meta-World scores onto the goal
+(experts.MetaWorldExpert). Recorded in meta/provenance.json. Measured (docs/results.md, one training seed):
+on MT10 the fingertip-aimed data lowered reach (0.36 against 0.64-0.76 for the same config).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def features_for(env: Any) -> dict[str, dict[str, Any]]:
 
 def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: Any = None,
                    action_noise: float = 0.0, start_jitter: float = 0.0,
-                   reach_aim: str = "fingertips") -> tuple[list[dict[str, np.ndarray]], bool]:
+                   reach_aim: str = "hand") -> tuple[list[dict[str, np.ndarray]], bool]:
     """Run the scripted expert for one episode; returns (frames, success). Frames hold the observation
     before each action and that action. Recording stops ``steps_after_success`` steps after success.
     ``action_noise``, ``start_jitter``: see the module docstring (Meta-World only; drawn from ``seed``).
@@ -129,7 +130,7 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
             image_size: int = 64, cameras: tuple[str, ...] | None = None, max_steps: int | None = None,
             steps_after_success: int = 10, max_attempts_factor: int = 3, overwrite: bool = False,
             progress: bool = True, encode_retries: int = 1, codec: str | None = None,
-            action_noise: float = 0.0, start_jitter: float = 0.0, reach_aim: str = "fingertips") -> dict[str, Any]:
+            action_noise: float = 0.0, start_jitter: float = 0.0, reach_aim: str = "hand") -> dict[str, Any]:
     """Collect ``episodes_per_task`` successful expert episodes per task into a LeRobot v3.0 dataset.
 
     Returns a summary: {"out_dir", "env", "tasks": {task: {"episodes", "attempts", "failed", "frames"}},
@@ -287,8 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Meta-World: start each episode's hand up to this many metres (per axis, uniform) "
                              "from the task's start (clipped to the mocap range), so the hand's path stops giving the goal away")
     parser.add_argument("--reach-aim", default=REACH_AIMS[0], choices=list(REACH_AIMS),
-                        help="Meta-World reach experts: steer the fingertips (scored by Meta-World) or the hand "
-                             "(the shipped policy, data before this option) onto the goal")
+                        help="Meta-World reach experts: steer the hand (the shipped policy) or the fingertips "
+                             "(the point Meta-World scores, 4.5 cm lower) onto the goal")
 
 
 def run(args: argparse.Namespace) -> int:

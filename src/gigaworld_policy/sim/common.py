@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 # What the Meta-World reach experts steer onto the goal (experts.MetaWorldExpert; first = default)
-REACH_AIMS = ("fingertips", "hand")
+REACH_AIMS = ("hand", "fingertips")
 
 
 class SimError(ValueError):

@@ -22,8 +22,7 @@ class PolicyProtocol(Protocol):
 class ExpertPolicy:
     """Scripted expert behind the policy protocol; reads privileged state from the bound env.
 
-    Meta-World: one action per call from ``metaworld.policies`` (the reach tasks' aimed at the fingertips,
-    as in collection: experts.MetaWorldExpert). ALOHA: at ``reset()`` it plans the
+    Meta-World: one action per call from ``metaworld.policies`` (as shipped: experts.MetaWorldExpert). ALOHA: at ``reset()`` it plans the
     episode with our end-effector expert (same seed, so the same layout) and then serves the joint
     trajectory from the env's current step, ``horizon`` steps at a time.
     """
