@@ -204,6 +204,8 @@ def test_reach_expert_aims_the_fingertips_that_meta_world_scores(tmp_path):
     env.close()
     with pytest.raises(SimError, match="reach_aim"):
         collect("metaworld", ["reach-v3"], 1, tmp_path / "x", reach_aim="tcp", progress=False)
+    with pytest.raises(SimError, match="reach_aim"):
+        collect("aloha", ["TransferCube"], 1, tmp_path / "x", reach_aim="fingertips", progress=False)
     summary = collect("metaworld", ["reach-v3"], 1, tmp_path / "f", image_size=16, reach_aim="fingertips",
                       progress=False)
     assert summary["reach_aim"] == "fingertips"

@@ -149,6 +149,8 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     check_metaworld_only(env_name, action_noise, start_jitter)
     if reach_aim not in REACH_AIMS:
         raise SimError(f"reach_aim: must be one of {', '.join(REACH_AIMS)}, got {reach_aim!r}")
+    if reach_aim != REACH_AIMS[0] and env_name == "aloha":
+        raise SimError(f"reach_aim: {reach_aim!r} steers Meta-World's reach experts; the aloha experts have no such aim")
     from gigaworld_policy.data import VideoEncodeError
 
     t0 = time.perf_counter()
