@@ -80,7 +80,9 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: A
         from gigaworld_policy.sim.experts import MetaWorldExpert
 
         expert = expert or MetaWorldExpert(env.task, reach_aim=reach_aim)
-        next_action = lambda t: expert.act(env.expert_state(), fingertips=env.fingertip_position())  # noqa: E731
+        aim_tips = getattr(expert, "aims_fingertips", False)
+        next_action = lambda t: expert.act(env.expert_state(),  # noqa: E731
+                                           fingertips=env.fingertip_position() if aim_tips else None)
         horizon = env.max_steps
     else:
         from gigaworld_policy.sim.experts import aloha_expert_actions

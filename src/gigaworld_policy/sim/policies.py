@@ -22,7 +22,7 @@ class PolicyProtocol(Protocol):
 class ExpertPolicy:
     """Scripted expert behind the policy protocol; reads privileged state from the bound env.
 
-    Meta-World: one action per call from ``metaworld.policies`` (as shipped: experts.MetaWorldExpert). ALOHA: at ``reset()`` it plans the
+    Meta-World: one action per call from ``metaworld.policies``. ALOHA: at ``reset()`` it plans the
     episode with our end-effector expert (same seed, so the same layout) and then serves the joint
     trajectory from the env's current step, ``horizon`` steps at a time.
     """
@@ -53,8 +53,7 @@ class ExpertPolicy:
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         env = self._env()
         if env.env_name == "metaworld":
-            return {"actions": self._mw.act(env.expert_state(),  # type: ignore[attr-defined]
-                                            fingertips=env.fingertip_position())[None]}  # type: ignore[attr-defined]
+            return {"actions": self._mw.act(env.expert_state())[None]}  # type: ignore[attr-defined]
         if self._actions is None:
             self.reset()
         assert self._actions is not None
