@@ -238,4 +238,33 @@ def test_collect_retries_a_failed_video_encode_deterministically(tmp_path, monke
     assert summary["encode_retries"] == 1 and summary["frames"] == ref["frames"]
     a, b = data.open_dataset(tmp_path / "ref"), data.open_dataset(out)
     np.testing.assert_array_equal(a.episode_numeric(0, "action"), b.episode_numeric(0, "action"))
-    np.testing.assert_array_equal(a[3]["observation.images.corner2"], b[3]["observation.images.corner2"])
+    assert_same_frames(tmp_path / "ref", out, "observation.images.corner2")
+
+
+def assert_same_frames(root_a, root_b, key):
+    """Every frame of two collections is equal when read by index; a mismatch says whether the mp4 files
+    differ, whether a sequential decode of each file agrees with its indexed reads, and where the frame
+    went (a one-off failure in a full CI run once decoded ref frame 3 unlike the retried collection's)."""
+    import av
+
+    a, b = data.open_dataset(root_a), data.open_dataset(root_b)
+    fa = [np.asarray(a[i][key]) for i in range(len(a))]
+    fb = [np.asarray(b[i][key]) for i in range(len(b))]
+    bad = [i for i in range(min(len(fa), len(fb))) if not np.array_equal(fa[i], fb[i])]
+    if not bad and len(fa) == len(fb):
+        return
+    files_a, files_b = sorted(root_a.rglob("*.mp4")), sorted(root_b.rglob("*.mp4"))
+
+    def sequential(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+    sa, sb = sequential(files_a[0]), sequential(files_b[0])
+    i = bad[0] if bad else 0
+    raise AssertionError(
+        f"{len(fa)} vs {len(fb)} frames; indexed frames {bad[:10]} differ; mp4 files byte-identical: "
+        f"{[p.read_bytes() == q.read_bytes() for p, q in zip(files_a, files_b)]}; sequential decodes equal: "
+        f"{len(sa) == len(sb) and all(np.array_equal(x, y) for x, y in zip(sa, sb))}; indexed reads agree "
+        f"with the sequential decode: a {[j for j, (x, y) in enumerate(zip(fa, sa)) if not np.array_equal(x, y)][:10]} "
+        f"differ, b {[j for j, (x, y) in enumerate(zip(fb, sb)) if not np.array_equal(x, y)][:10]} differ; a[{i}] "
+        f"equals b at {[j for j, x in enumerate(fb) if np.array_equal(fa[i], x)]}")
