@@ -58,6 +58,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks-per-call", type=int, default=5)
     p.add_argument("--jobs", type=int, default=2, help="evaluation calls at a time, one thread each")
     p.add_argument("--replan-every", type=int, default=8)
+    p.add_argument("--ensemble-coef", type=float, default=None,
+                   help="evaluate with temporal ensembling (gwp eval --ensemble-coef); default off")
+    p.add_argument("--eval-out", type=Path, default=None,
+                   help="evaluation folder (default OUT_eval); another one evaluates a trained row another way")
     p.add_argument("--eval-max-steps", type=int, default=None, help="episode step limit (default: the env's)")
     p.add_argument("--record", type=Path, default=None, metavar="JSON",
                    help="also save the pooled per-episode outcomes here (pool_eval.py --save), e.g. "
@@ -91,12 +95,13 @@ def eval_calls(args: argparse.Namespace, tasks: list[str]) -> list[tuple[Path, l
     calls = []
     for seed in range(0, args.episodes, args.episodes_per_call):
         for letter, group in zip(string.ascii_lowercase, groups):
-            out = Path(f"{args.out}_eval") / f"s{seed}{letter}"
+            out = (args.eval_out or Path(f"{args.out}_eval")) / f"s{seed}{letter}"
             calls.append((out, [*GWP, "eval", "--checkpoint", str(args.out), "--env", args.env,
                                 "--tasks", *group, "--episodes", str(args.episodes_per_call),
                                 "--seed", str(seed), "--replan-every", str(args.replan_every),
                                 "--out", str(out)]
-                          + ([] if args.eval_max_steps is None else ["--max-steps", str(args.eval_max_steps)])))
+                          + ([] if args.eval_max_steps is None else ["--max-steps", str(args.eval_max_steps)])
+                          + ([] if args.ensemble_coef is None else ["--ensemble-coef", str(args.ensemble_coef)])))
     return calls
 
 

@@ -83,3 +83,62 @@ def test_action_chunking_and_errors():
         evaluate(_WrongShapePolicy(), "metaworld", ["reach-v3"], episodes=1, image_size=16, progress=False)
     with pytest.raises(SimError, match="infer"):
         evaluate(object(), "metaworld", ["reach-v3"], episodes=1, progress=False)
+
+
+class _IndexedChunkPolicy:
+    """Chunk i (queried at step s) holds 0.01 * (s + j) + 0.1 * i for step s + j in action dim 0."""
+
+    def __init__(self, horizon=8):
+        self.horizon, self.starts = horizon, []
+
+    def reset(self):
+        self.starts = []
+
+    def infer(self, obs):
+        i, s = len(self.starts), 4 * len(self.starts)
+        self.starts.append(s)
+        a = np.zeros((self.horizon, 4), dtype=np.float32)
+        a[:, 0] = 0.01 * (s + np.arange(self.horizon)) + 0.1 * i
+        return {"actions": a}
+
+
+@pytest.mark.parametrize("coef", [0.0, float(np.log(2.0))])
+def test_temporal_ensembling_executes_act_weighted_mean_of_overlapping_chunks(coef):
+    from gigaworld_policy.sim.envs import make_env
+    from gigaworld_policy.sim.evaluate import run_episode_ensembled
+
+    env = make_env("metaworld", "reach-v3", image_size=16, max_steps=12)
+    executed = []
+    real_step = env.step
+    env.step = lambda a: (executed.append(np.array(a)), real_step(a))[1]
+    policy = _IndexedChunkPolicy()
+    r = run_episode_ensembled(policy, env, seed=eval_seed(0, 0), execute_steps=4, ensemble_coef=coef)
+    env.close()
+    assert r["length"] == 12 and len(r["latency_ms"]) == 3 and policy.starts == [0, 4, 8]
+    for t, a in enumerate(executed):
+        live = [i for i in range(3) if 4 * i <= t < 4 * i + 8]  # chunks covering step t, oldest first
+        w = np.exp(-coef * np.arange(len(live)))
+        want = sum(wk * (0.01 * t + 0.1 * i) for wk, i in zip(w, live)) / w.sum()
+        assert a[0] == pytest.approx(want, abs=1e-6), (t, live)
+    # oldest-first weights: with coef ln 2 the older chunk counts twice the newer one
+    if coef > 0:
+        assert executed[5][0] == pytest.approx((0.05 + 0.5 * 0.15) / 1.5, abs=1e-6)
+
+
+def test_temporal_ensembling_in_evaluate_and_its_errors():
+    # the Meta-World expert answers one action per call: a chunk every step, each executed as it is
+    rep = evaluate(ExpertPolicy(), "metaworld", ["reach-v3"], episodes=1, seed=0, replan_every=1, image_size=16,
+                   max_steps=150, progress=False, ensemble_coef=0.01)
+    assert rep["ensemble_coef"] == 0.01 and rep["success"]["reach-v3"] == 1.0
+    with pytest.raises(SimError, match="replan_every"):
+        evaluate(ExpertPolicy(horizon=16), "metaworld", ["reach-v3"], episodes=1, replan_every=0, image_size=16,
+                 progress=False, ensemble_coef=0.01)
+    with pytest.raises(SimError, match="imagine"):
+        evaluate(ExpertPolicy(horizon=16), "metaworld", ["reach-v3"], episodes=1, image_size=16, progress=False,
+                 ensemble_coef=0.01, imagine=True, out_dir="unused")
+    with pytest.raises(SimError, match="ensemble_coef"):
+        evaluate(ExpertPolicy(horizon=16), "metaworld", ["reach-v3"], episodes=1, image_size=16, progress=False,
+                 ensemble_coef=-1.0)
+    with pytest.raises(SimError, match=r"replan_every.*execute_steps=8 exceeds the chunk length 4"):
+        evaluate(_IndexedChunkPolicy(horizon=4), "metaworld", ["reach-v3"], episodes=1, replan_every=8,
+                 image_size=16, max_steps=10, progress=False, ensemble_coef=0.0)

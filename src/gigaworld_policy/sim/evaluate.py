@@ -1,10 +1,13 @@
 """``gwp eval``: closed-loop evaluation with action chunking.
 
 Each call to the policy returns a chunk of T absolute actions; the harness executes the first
-``replan_every`` (k) of them, or all T when k is 0 / larger than T, then asks again. An episode ends
-at success or at the env's step limit. Seeds: episode i of every task uses
+``replan_every`` (k) of them, or all T when k is 0 / larger than T, then asks again. With
+``ensemble_coef`` set, the actions go through the robot server's executor (serve/executor.py) instead:
+a chunk is still requested every k steps, and each step executes ACT's temporal ensemble of every chunk
+that covers it (weights ``exp(-ensemble_coef * i)``, oldest first), so a simulated rollout runs the
+control loop a robot runs. An episode ends at success or at the env's step limit. Seeds: episode i of every task uses
 ``EVAL_SEED_OFFSET + seed + i`` (collection uses ``seed + i`` < EVAL_SEED_OFFSET), and each task gets a
-freshly built env, so a report is a deterministic function of (policy, tasks, episodes, seed, k).
+freshly built env, so a report is a deterministic function of (policy, tasks, episodes, seed, k, ensemble_coef).
 
 Outputs (``out_dir``): report.json (``mean_success``, per-task ``success`` map, Wilson 95% intervals,
 episode lengths, policy latency per chunk), report.md, and with ``video=True`` one mp4 per episode
@@ -42,6 +45,50 @@ def reset_policy(policy: Any, seed: int) -> None:
         policy.reset()
 
 
+def check_actions(out: dict[str, Any], env: Any) -> np.ndarray:
+    """The policy output's ``actions`` as float64 [T, a] for ``env``; anything else raises SimError."""
+    actions = np.asarray(out["actions"], dtype=np.float64)
+    adim = len(env.action_names)
+    if actions.ndim != 2 or actions.shape[1] != adim or len(actions) == 0:
+        raise SimError(f"policy output 'actions': expected shape [T, {adim}] for {env.env_name}/{env.task}, "
+                       f"got {list(actions.shape)}")
+    return actions
+
+
+def run_episode_ensembled(policy: Any, env: Any, seed: int, execute_steps: int, ensemble_coef: float,
+                          record: bool = False) -> dict[str, Any]:
+    """One closed-loop episode through ChunkExecutor with temporal ensembling (module docstring); the same
+    result dict as :func:`run_episode`."""
+    from gigaworld_policy.serve.executor import ChunkExecutor
+
+    obs = env.reset(seed)
+    try:
+        executor = ChunkExecutor(lambda o: {"actions": check_actions(policy.infer(o), env)},
+                                 execute_steps=execute_steps, ensemble_coef=ensemble_coef)
+    except ValueError as e:
+        raise SimError(f"ensemble_coef / replan_every: {e}") from e
+    reset_policy(policy, seed)
+    frames: list[np.ndarray] = []
+    success, steps, done = False, 0, False
+    try:
+        while not (success or done):
+            if record:
+                frames.append(np.concatenate([obs.images[c] for c in env.cameras], axis=1))
+            try:
+                action = executor.act(obs.to_policy_obs())
+            except ValueError as e:  # a chunk shorter than execute_steps
+                raise SimError(f"replan_every: {e}") from e
+            result = env.step(action.astype(np.float64))
+            obs, steps = result.obs, steps + 1
+            success, done = result.success, result.done
+    finally:
+        executor.close()
+    if record:
+        frames.append(np.concatenate([obs.images[c] for c in env.cameras], axis=1))
+    return {"success": bool(success), "length": steps, "latency_ms": list(executor.stats.query_ms),
+            "frames": frames}
+
+
 def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: bool = False,
                 imagine: bool = False) -> dict[str, Any]:
     """One closed-loop episode. Returns success, length, per-chunk latencies (ms) and optional frames."""
@@ -50,15 +97,11 @@ def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: boo
     latencies: list[float] = []
     frames: list[np.ndarray] = []
     success, steps, done = False, 0, False
-    adim = len(env.action_names)
     while not (success or done):
         t0 = time.perf_counter()
         out = policy.infer(obs.to_policy_obs(), return_video=True) if imagine else policy.infer(obs.to_policy_obs())
         latencies.append((time.perf_counter() - t0) * 1000.0)
-        actions = np.asarray(out["actions"], dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] != adim or len(actions) == 0:
-            raise SimError(f"policy output 'actions': expected shape [T, {adim}] for {env.env_name}/{env.task}, "
-                           f"got {list(actions.shape)}")
+        actions = check_actions(out, env)
         imagined = out.get("video") if imagine else None
         n = len(actions) if replan_every <= 0 else min(replan_every, len(actions))
         for j in range(n):
@@ -86,7 +129,8 @@ def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: boo
 def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, seed: int = 0,
              replan_every: int = 8, out_dir: str | Path | None = None, image_size: int | None = None,
              cameras: tuple[str, ...] | None = None, max_steps: int | None = None, video: bool = False,
-             imagine: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+             imagine: bool = False, progress: bool = True, ensemble_coef: float | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``policy`` (anything with ``infer(obs)``; optional ``reset()`` or ``reset(seed=)``, ``bind_env(env)``).
     ``cameras`` None: the cameras a trained policy was trained on for this env's robot, else the env's.
     ``image_size`` None: the side of the largest view tile the trained policy feeds its model for this env's
@@ -103,6 +147,13 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
     image_size = image_size or checkpoint_image_size(policy, env_name) or 64
     if episodes < 1:
         raise SimError(f"episodes: must be >= 1, got {episodes}")
+    if ensemble_coef is not None:
+        if ensemble_coef < 0:
+            raise SimError(f"ensemble_coef: must be >= 0, got {ensemble_coef}")
+        if replan_every < 1:
+            raise SimError(f"replan_every: temporal ensembling needs a chunk every k >= 1 steps, got {replan_every}")
+        if imagine:
+            raise SimError("imagine: the imagined frames follow one chunk; they cannot be shown with ensemble_coef")
     out = Path(out_dir) if out_dir is not None else None
     if (video or imagine) and out is None:
         raise SimError("out_dir: needed to write videos (video=True / imagine=True)")
@@ -118,7 +169,10 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
         successes, lengths, seeds = [], [], []
         for ep in range(episodes):
             s = eval_seed(seed, ep)
-            r = run_episode(policy, env, s, replan_every, record=video, imagine=imagine)
+            if ensemble_coef is None:
+                r = run_episode(policy, env, s, replan_every, record=video, imagine=imagine)
+            else:
+                r = run_episode_ensembled(policy, env, s, replan_every, ensemble_coef, record=video)
             successes.append(r["success"])
             lengths.append(r["length"])
             seeds.append(s)
@@ -146,7 +200,7 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
     report: dict[str, Any] = {
         "env": env_name, "tasks": task_list, "episodes_per_task": episodes, "seed": seed,
         "eval_seeds": [eval_seed(seed, 0), eval_seed(seed, episodes - 1)], "replan_every": replan_every,
-        "image_size": image_size, "cameras": rendered,
+        "ensemble_coef": ensemble_coef, "image_size": image_size, "cameras": rendered,
         "mean_success": float(np.mean([t["success"] for t in per_task.values()])),
         "pooled_ci95": [round(lo, 4), round(hi, 4)],
         "success": {t: v["success"] for t, v in per_task.items()},
@@ -165,7 +219,9 @@ def evaluate(policy: Any, env_name: str, tasks: str | list[str], episodes: int, 
 def report_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation: {report['env']} ({report.get('policy', 'policy')})", "",
              f"- episodes per task: {report['episodes_per_task']}, eval seeds {report['eval_seeds'][0]}.."
-             f"{report['eval_seeds'][1]}, replan every {report['replan_every']} steps",
+             f"{report['eval_seeds'][1]}, replan every {report['replan_every']} steps"
+             + (f", temporal ensemble coef {report['ensemble_coef']}" if report.get("ensemble_coef") is not None
+                else ""),
              f"- mean success: **{report['mean_success']:.3f}** (pooled Wilson 95% CI "
              f"{report['pooled_ci95'][0]:.3f}-{report['pooled_ci95'][1]:.3f})",
              f"- policy latency per chunk: median {report['latency_ms']['median']:.1f} ms, "
@@ -187,6 +243,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="eval seeds are EVAL_SEED_OFFSET + seed + episode")
     parser.add_argument("--replan-every", type=int, default=8, help="execute k actions of each chunk (0 = all)")
+    parser.add_argument("--ensemble-coef", type=float, default=None,
+                        help="temporal ensembling (ACT) of the overlapping chunks, weight exp(-coef * i) oldest first, "
+                             "through the robot server's executor; a chunk is still requested every --replan-every "
+                             "steps (default: off, each chunk's first k actions are executed)")
     parser.add_argument("--policy", choices=["model", "expert", "random"], default="model")
     parser.add_argument("--out", default=None, help="directory for report.json, report.md and videos")
     parser.add_argument("--video", action="store_true", help="write an mp4 per episode")
@@ -259,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
                       out_dir=args.out, image_size=args.image_size,
                       cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
-                      video=args.video or args.imagine, imagine=args.imagine,
+                      video=args.video or args.imagine, imagine=args.imagine, ensemble_coef=args.ensemble_coef,
                       extra={"policy": args.policy, "checkpoint": args.checkpoint})
     print(report_markdown(report))
     return 0
