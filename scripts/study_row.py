@@ -60,6 +60,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replan-every", type=int, default=8)
     p.add_argument("--ensemble-coef", type=float, default=None,
                    help="evaluate with temporal ensembling (gwp eval --ensemble-coef); default off")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="evaluate with this initial-noise scale (gwp eval --noise-scale); default 1")
     p.add_argument("--eval-out", type=Path, default=None,
                    help="evaluation folder (default OUT_eval); another one evaluates a trained row another way")
     p.add_argument("--eval-max-steps", type=int, default=None, help="episode step limit (default: the env's)")
@@ -101,7 +103,8 @@ def eval_calls(args: argparse.Namespace, tasks: list[str]) -> list[tuple[Path, l
                                 "--seed", str(seed), "--replan-every", str(args.replan_every),
                                 "--out", str(out)]
                           + ([] if args.eval_max_steps is None else ["--max-steps", str(args.eval_max_steps)])
-                          + ([] if args.ensemble_coef is None else ["--ensemble-coef", str(args.ensemble_coef)])))
+                          + ([] if args.ensemble_coef is None else ["--ensemble-coef", str(args.ensemble_coef)])
+                          + ([] if args.noise_scale is None else ["--noise-scale", str(args.noise_scale)])))
     return calls
 
 

@@ -57,7 +57,15 @@ def _ms(t0: float, t1: float) -> float:
 
 class Policy:
     def __init__(self, model: WorldActionModel, config: Config, norm_stats: dict[str, Any], *,
-                 text_encoder: TextEncoder | None = None, checkpoint: str | Path | None = None) -> None:
+                 text_encoder: TextEncoder | None = None, checkpoint: str | Path | None = None,
+                 noise_scale: float = 1.0) -> None:
+        """``noise_scale``: multiplies the initial action noise the policy draws (a sampling temperature; 0 runs
+        the flow from the noise distribution's mean, a deterministic chunk per observation); noise passed to
+        :meth:`infer` is used as given."""
+        noise_scale = float(noise_scale)
+        if not np.isfinite(noise_scale) or noise_scale < 0:
+            raise PolicyInputError(f"noise_scale: expected a finite number >= 0, got {noise_scale!r}")
+        self.noise_scale = noise_scale
         self.model = model.eval()
         self.config = config
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
@@ -109,7 +117,8 @@ class Policy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True,
-                        text_encoder: TextEncoder | None = None, vae: str | Path | None = None) -> Policy:
+                        text_encoder: TextEncoder | None = None, vae: str | Path | None = None,
+                        noise_scale: float = 1.0) -> Policy:
         """Load a checkpoint directory, or a training run directory (its latest complete checkpoint).
 
         ``vae``: the Wan 2.2 VAE folder (diffusers ``AutoencoderKLWan``), required by checkpoints whose
@@ -122,7 +131,7 @@ class Policy:
         model = WorldActionModel(config, video_tokenizer=video_tokenizer_for(config.model, vae, device=device))
         load_model_weights(model, weights, where=str(ckpt_dir))
         model.to(device)
-        return cls(model, config, norm_stats, text_encoder=text_encoder, checkpoint=ckpt_dir)
+        return cls(model, config, norm_stats, text_encoder=text_encoder, checkpoint=ckpt_dir, noise_scale=noise_scale)
 
     @property
     def text_encoder(self) -> TextEncoder:
@@ -290,7 +299,9 @@ class Policy:
             if tuple(a.shape) != shape:
                 raise PolicyInputError(f"'noise': expected shape [{shape[1]}, {shape[2]}], got {list(a.shape)}")
         elif gen is not None:
-            a = torch.randn(shape, generator=gen)
+            a = torch.randn(shape, generator=gen) * self.noise_scale
+        elif self.noise_scale != 1.0:
+            a = torch.randn(shape) * self.noise_scale
         else:
             a = None
         v = None

@@ -212,6 +212,31 @@ def test_sim_harness_drives_policy(checkpoint: Path) -> None:
     assert not np.allclose(np.stack(envs[0].actions), np.stack(envs[2].actions))
 
 
+
+def test_noise_scale_scales_the_sampled_action_noise(checkpoint: Path) -> None:
+    """noise_scale multiplies the noise the policy draws: 0 decodes every chunk from the zero vector (the same
+    chunk whatever the seed), 0.5 equals passing half the seeded draw; gwp eval names a bad value."""
+    from gigaworld_policy.sim.common import SimError
+    from gigaworld_policy.sim.evaluate import make_policy
+
+    obs = make_obs(0)
+    base = make_policy("model", str(checkpoint))
+    zero = make_policy("model", str(checkpoint), noise_scale=0.0)
+    half = make_policy("model", str(checkpoint), noise_scale=0.5)
+    a0, a1 = zero.infer(obs, seed=1)["actions"], zero.infer(obs, seed=2)["actions"]
+    np.testing.assert_array_equal(a0, a1)
+    m = base.config.model
+    np.testing.assert_allclose(a0, base.infer(obs, noise=np.zeros((m.action_horizon, m.action_dim)))["actions"],
+                               atol=1e-6)
+    draw = torch.randn((1, m.action_horizon, m.action_dim), generator=torch.Generator().manual_seed(7))
+    half.reset(seed=7)
+    np.testing.assert_allclose(half.infer(obs)["actions"], base.infer(obs, noise=0.5 * draw[0])["actions"], atol=1e-6)
+    assert not np.allclose(half.infer(obs, seed=3)["actions"], base.infer(obs, seed=3)["actions"])
+    with pytest.raises(SimError, match="noise_scale"):
+        make_policy("model", str(checkpoint), noise_scale=-1.0)
+    with pytest.raises(SimError, match=r"noise_scale.*expert"):
+        make_policy("expert", None, noise_scale=0.0)
+
 def test_wan_vae_checkpoint_needs_and_uses_its_vae(tmp_path: Path, norm_stats, wan_shaped_config,
                                                     narrow_wan_vae) -> None:
     """A wan2.2-vae checkpoint is refused without the VAE folder (naming --vae) and serves with it."""

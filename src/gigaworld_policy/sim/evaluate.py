@@ -247,6 +247,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="temporal ensembling (ACT) of the overlapping chunks, weight exp(-coef * i) oldest first, "
                              "through the robot server's executor; a chunk is still requested every --replan-every "
                              "steps (default: off, each chunk's first k actions are executed)")
+    parser.add_argument("--noise-scale", type=float, default=None,
+                        help="trained policy: scale of the initial action noise it samples from (a temperature; "
+                             "0 = deterministic chunks; default 1)")
     parser.add_argument("--policy", choices=["model", "expert", "random"], default="model")
     parser.add_argument("--out", default=None, help="directory for report.json, report.md and videos")
     parser.add_argument("--video", action="store_true", help="write an mp4 per episode")
@@ -258,9 +261,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None)
 
 
-def make_policy(kind: str, checkpoint: str | None, seed: int = 0) -> Any:
+def make_policy(kind: str, checkpoint: str | None, seed: int = 0, noise_scale: float | None = None) -> Any:
     from gigaworld_policy.sim.policies import ExpertPolicy, RandomPolicy
 
+    if noise_scale is not None and kind != "model":
+        raise SimError(f"noise_scale: only the trained policy samples noise (--policy model), not {kind!r}")
     if kind == "expert":
         return ExpertPolicy()
     if kind == "random":
@@ -269,9 +274,13 @@ def make_policy(kind: str, checkpoint: str | None, seed: int = 0) -> Any:
         raise SimError(f"unknown policy {kind!r}; valid policies: model, expert, random")
     if not checkpoint:
         raise SimError("--checkpoint: required for --policy model")
-    from gigaworld_policy.policy import Policy  # imported lazily: torch and the model only when needed
+    # imported lazily: torch and the model only when needed
+    from gigaworld_policy.policy import Policy, PolicyInputError
 
-    return Policy.from_checkpoint(checkpoint)
+    try:
+        return Policy.from_checkpoint(checkpoint, noise_scale=1.0 if noise_scale is None else noise_scale)
+    except PolicyInputError as e:
+        raise SimError(str(e)) from e
 
 
 def check_robot_type(policy: Any, env_name: str) -> None:
@@ -315,11 +324,12 @@ def checkpoint_image_size(policy: Any, env_name: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = make_policy(args.policy, args.checkpoint, args.seed)  # bad input: SimError, printed by gwp's main
+    policy = make_policy(args.policy, args.checkpoint, args.seed, args.noise_scale)  # bad input: SimError, printed by gwp's main
     report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
                       out_dir=args.out, image_size=args.image_size,
                       cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                       video=args.video or args.imagine, imagine=args.imagine, ensemble_coef=args.ensemble_coef,
-                      extra={"policy": args.policy, "checkpoint": args.checkpoint})
+                      extra={"policy": args.policy, "checkpoint": args.checkpoint,
+                             "noise_scale": 1.0 if args.noise_scale is None and args.policy == "model" else args.noise_scale})
     print(report_markdown(report))
     return 0
