@@ -139,6 +139,10 @@ def test_temporal_ensembling_in_evaluate_and_its_errors():
     with pytest.raises(SimError, match="ensemble_coef"):
         evaluate(ExpertPolicy(horizon=16), "metaworld", ["reach-v3"], episodes=1, image_size=16, progress=False,
                  ensemble_coef=-1.0)
-    with pytest.raises(SimError, match=r"replan_every.*execute_steps=8 exceeds the chunk length 4"):
+    with pytest.raises(SimError, match="replan_every: 8 steps between chunks exceed the policy's chunk length 4"):
         evaluate(_IndexedChunkPolicy(horizon=4), "metaworld", ["reach-v3"], episodes=1, replan_every=8,
                  image_size=16, max_steps=10, progress=False, ensemble_coef=0.0)
+    # the policy's own errors come through as they are, not renamed after the ensembling options
+    with pytest.raises(SimError, match=r"^policy output 'actions'.*\[T, 4\]"):
+        evaluate(_WrongShapePolicy(), "metaworld", ["reach-v3"], episodes=1, image_size=16, progress=False,
+                 ensemble_coef=0.0)

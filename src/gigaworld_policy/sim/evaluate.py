@@ -61,12 +61,18 @@ def run_episode_ensembled(policy: Any, env: Any, seed: int, execute_steps: int, 
     result dict as :func:`run_episode`."""
     from gigaworld_policy.serve.executor import ChunkExecutor
 
+    def query(o: dict[str, Any]) -> dict[str, Any]:
+        actions = check_actions(policy.infer(o), env)
+        if len(actions) < execute_steps:
+            raise SimError(f"replan_every: {execute_steps} steps between chunks exceed the policy's chunk length "
+                           f"{len(actions)}")
+        return {"actions": actions}
+
     obs = env.reset(seed)
     try:
-        executor = ChunkExecutor(lambda o: {"actions": check_actions(policy.infer(o), env)},
-                                 execute_steps=execute_steps, ensemble_coef=ensemble_coef)
-    except ValueError as e:
-        raise SimError(f"ensemble_coef / replan_every: {e}") from e
+        executor = ChunkExecutor(query, execute_steps=execute_steps, ensemble_coef=ensemble_coef)
+    except ValueError as e:  # execute_steps < 1 or ensemble_coef < 0, named in the message
+        raise SimError(f"replan_every / ensemble_coef: {e}") from e
     reset_policy(policy, seed)
     frames: list[np.ndarray] = []
     success, steps, done = False, 0, False
@@ -74,10 +80,7 @@ def run_episode_ensembled(policy: Any, env: Any, seed: int, execute_steps: int, 
         while not (success or done):
             if record:
                 frames.append(np.concatenate([obs.images[c] for c in env.cameras], axis=1))
-            try:
-                action = executor.act(obs.to_policy_obs())
-            except ValueError as e:  # a chunk shorter than execute_steps
-                raise SimError(f"replan_every: {e}") from e
+            action = executor.act(obs.to_policy_obs())
             result = env.step(action.astype(np.float64))
             obs, steps = result.obs, steps + 1
             success, done = result.success, result.done
@@ -330,6 +333,6 @@ def run(args: argparse.Namespace) -> int:
                       cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                       video=args.video or args.imagine, imagine=args.imagine, ensemble_coef=args.ensemble_coef,
                       extra={"policy": args.policy, "checkpoint": args.checkpoint,
-                             "noise_scale": 1.0 if args.noise_scale is None and args.policy == "model" else args.noise_scale})
+                             "noise_scale": getattr(policy, "noise_scale", None)})
     print(report_markdown(report))
     return 0
