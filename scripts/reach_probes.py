@@ -17,6 +17,11 @@
                        0..N-1), AdamW 1e-3, batch 32, STEPS steps (1500); HEAD "cnn" (stride-2 convs, MLP)
                        or "ssm" (the policy's model.keypoints head: 16 spatial-softmax keypoints, linear);
                        held-out error on 200 evaluation layouts, printed every 1,000 steps and at the end
+  approach RUN [ENV] [N]
+                       reach-v3 in closed loop as `gwp eval` runs it (ENV metaworld-goal by default, the
+                       checkpoint's cameras, re-planning every 8, 500 steps, N evaluation layouts, 20): per
+                       episode the closest the fingertips come to the goal and where the hand is then; per
+                       axis, the slope of that hand position on the goal (1: the goal is followed, 0: ignored)
   keypoints RUN        reach-v3, a run with model.keypoints: how well each keypoint's image position on the
                        first frame follows the goal (R^2 of a linear fit from the goal's xyz, 32 evaluation layouts)
 
@@ -207,7 +212,43 @@ def keypoint_tracking(run: str) -> None:
               f"y {r2[1]:.2f}")
 
 
-COMMANDS = {"loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
+def approach(run: str, env_name: str = "metaworld-goal", n: str = "20") -> None:
+    from gigaworld_policy.policy import Policy
+    from gigaworld_policy.sim.envs import make_env
+    from gigaworld_policy.sim.evaluate import check_actions, checkpoint_cameras, eval_seed, reset_policy
+
+    policy = Policy.from_checkpoint(run)
+    env = make_env(env_name, "reach-v3", cameras=checkpoint_cameras(policy, env_name))
+    rows = []  # success, closest fingertip-goal distance, hand at that step, goal
+    for ep in range(int(n)):
+        seed = eval_seed(0, ep)
+        obs, goal = env.reset(seed), env.expert_state()[36:39]
+        reset_policy(policy, seed)
+        best, hand_at_best, success, done = np.inf, None, False, False
+        while not (success or done):
+            for a in check_actions(policy.infer(obs.to_policy_obs()), env)[:8]:
+                result = env.step(a)
+                obs, success, done = result.obs, result.success, result.done
+                dist = float(np.linalg.norm(env.fingertip_position() - goal))
+                if dist < best:
+                    best, hand_at_best = dist, env.expert_state()[0:3].copy()
+                if success or done:
+                    break
+        rows.append((success, best, hand_at_best, goal.copy()))
+        print(f"seed {seed}: success {success}, closest fingertips-goal {100 * best:.1f} cm, hand - goal then "
+              f"{np.round(100 * (hand_at_best - goal), 1).tolist()} cm", flush=True)
+    env.close()
+    ok = np.array([r[0] for r in rows])
+    closest = np.array([r[1] for r in rows])
+    hand, goal = np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
+    slopes = [float(np.polyfit(goal[:, i], hand[:, i], 1)[0]) for i in range(3)]
+    print(f"{int(ok.sum())} of {len(ok)} succeed; closest approach of the failures: median "
+          f"{100 * np.median(closest[~ok]) if (~ok).any() else float('nan'):.1f} cm; slope of the hand at the closest "
+          f"approach on the goal x/y/z = {np.round(slopes, 2).tolist()} (goal spread, std: "
+          f"{np.round(100 * goal.std(0), 1).tolist()} cm)")
+
+
+COMMANDS = {"approach": approach, "loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
             "endpoints": end_points, "goalreg": goal_regression, "keypoints": keypoint_tracking}
 
 if __name__ == "__main__":
