@@ -248,8 +248,8 @@ def approach(run: str, env_name: str = "metaworld-goal", n: str = "20") -> None:
           f"{np.round(100 * goal.std(0), 1).tolist()} cm)")
 
 
-COMMANDS = {"approach": approach, "loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds, "codec": codec_error,
-            "endpoints": end_points, "goalreg": goal_regression, "keypoints": keypoint_tracking}
+COMMANDS = {"approach": approach, "loss": loss_by_frame, "chunk": first_chunk, "trainseeds": train_seeds,
+            "codec": codec_error, "endpoints": end_points, "goalreg": goal_regression, "keypoints": keypoint_tracking}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:
