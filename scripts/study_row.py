@@ -48,6 +48,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reach-aim", default=REACH_AIMS[0], choices=list(REACH_AIMS),
                    help="when collecting: what the reach experts steer onto the goal (gwp collect --reach-aim; "
                         "hand, the default: Meta-World's shipped policy)")
+    p.add_argument("--steps-after-success", type=int, default=10,
+                   help="when collecting: frames recorded after the expert's success (gwp collect "
+                        "--steps-after-success; 10, the default, is what every row before it recorded)")
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                             "--out", str(args.data)]
              + (["--action-noise", str(args.action_noise)] if args.action_noise else [])
              + (["--start-jitter", str(args.start_jitter)] if args.start_jitter else [])
-             + ["--reach-aim", args.reach_aim], threads=args.threads)
+             + ["--reach-aim", args.reach_aim, "--steps-after-success", str(args.steps_after_success)],
+             threads=args.threads)
     final = args.out / "checkpoints" / f"step_{args.steps:08d}"
     if not final.is_dir():
         cmd = [*GWP, "train", "--preset", args.preset, "--data", str(args.data), "--steps", str(args.steps),
