@@ -170,6 +170,8 @@ def test_start_jitter_scatters_hand_starts_and_keeps_the_layout(tmp_path):
         collect("aloha", ["TransferCube"], 1, "unused", start_jitter=0.1, progress=False)
     with pytest.raises(SimError, match="start_jitter"):
         collect("metaworld", ["reach-v3"], 1, "unused", start_jitter=-0.1, progress=False)
+    with pytest.raises(SimError, match="steps_after_success"):  # would cut every episode at its success
+        collect("metaworld", ["reach-v3"], 1, "unused", steps_after_success=-1, progress=False)
 
 
 def test_reach_expert_aims_the_fingertips_that_meta_world_scores(tmp_path):

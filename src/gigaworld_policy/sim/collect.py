@@ -149,6 +149,8 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     aim (module docstring).
     """
     check_metaworld_only(env_name, action_noise, start_jitter)
+    if steps_after_success < 0:
+        raise SimError(f"steps_after_success: must be >= 0, got {steps_after_success}")
     if reach_aim not in REACH_AIMS:
         raise SimError(f"reach_aim: must be one of {', '.join(REACH_AIMS)}, got {reach_aim!r}")
     if reach_aim != REACH_AIMS[0] and env_name == "aloha":
