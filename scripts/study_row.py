@@ -48,9 +48,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reach-aim", default=REACH_AIMS[0], choices=list(REACH_AIMS),
                    help="when collecting: what the reach experts steer onto the goal (gwp collect --reach-aim; "
                         "hand, the default: Meta-World's shipped policy)")
-    p.add_argument("--steps-after-success", type=int, default=10,
-                   help="when collecting: frames recorded after the expert's success (gwp collect "
-                        "--steps-after-success; 10, the default, is what every row before it recorded)")
+    p.add_argument("--steps-after-success", nargs="+", default=["10"], metavar="N|TASK=N",
+                   help="when collecting: frames recorded after the expert's success, N for every task and/or "
+                        "TASK=N for one (gwp collect --steps-after-success; 10, the default, is what every row "
+                        "before it recorded)")
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                             "--out", str(args.data)]
              + (["--action-noise", str(args.action_noise)] if args.action_noise else [])
              + (["--start-jitter", str(args.start_jitter)] if args.start_jitter else [])
-             + ["--reach-aim", args.reach_aim, "--steps-after-success", str(args.steps_after_success)],
+             + ["--reach-aim", args.reach_aim, "--steps-after-success", *args.steps_after_success],
              threads=args.threads)
     final = args.out / "checkpoints" / f"step_{args.steps:08d}"
     if not final.is_dir():

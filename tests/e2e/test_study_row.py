@@ -22,7 +22,7 @@ def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> N
     data, run = tmp_path / "data", tmp_path / "run"
     args = ["--env", "metaworld", "--tasks", "reach-v3", "--data", str(data), "--out", str(run),
             "--demos", "2", "--cameras", "corner", "--image-size", "32", "--action-noise", "0.1",
-            "--reach-aim", "fingertips", "--steps-after-success", "3",
+            "--reach-aim", "fingertips", "--steps-after-success", "3", "reach-v3=5",
             "--preset", "tiny", "--steps", "4",
             "--set", "train.batch_size=4", "--set", "train.save_every=2", "--set", "train.warmup_steps=1",
             "--episodes", "2", "--episodes-per-call", "1", "--jobs", "2", "--eval-max-steps", "20"]
@@ -62,6 +62,7 @@ def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> N
     [src] = made["run"]["data"]
     assert src["root"] == str(data.resolve()) and src["provenance"]["action_noise"] == 0.1
     assert src["provenance"]["reach_aim"] == "fingertips" and src["provenance"]["steps_after_success"] == 3
+    assert src["provenance"]["steps_after_success_per_task"] == {"reach-v3": 5}
 
     # the trained row evaluated another way (temporal ensembling) into its own folder: only evaluation runs
     ens, ens_record = tmp_path / "run_ens", tmp_path / "docs" / "row_ens.json"

@@ -278,3 +278,39 @@ def assert_same_frames(root_a, root_b, key):
         f"with the sequential decode: a {[j for j, (x, y) in enumerate(zip(fa, sa)) if not np.array_equal(x, y)][:10]} "
         f"differ, b {[j for j, (x, y) in enumerate(zip(fb, sb)) if not np.array_equal(x, y)][:10]} differ; a[{i}] "
         f"equals b at {[j for j, x in enumerate(fb) if np.array_equal(fa[i], x)]}")
+
+
+def test_steps_after_success_per_task_lengthens_only_that_task(tmp_path, capsys):
+    """``--steps-after-success 2 reach-v3=8``: reach's episode runs 6 frames longer after success, the other
+    task's is the same as with 2 for every task (collection is deterministic in its seeds)."""
+    tasks = ["reach-v3", "drawer-close-v3"]
+    collect("metaworld", tasks, 1, tmp_path / "u", image_size=16, steps_after_success=2, progress=False)
+    assert gwp(["collect", "--env", "metaworld", "--tasks", *tasks, "--episodes", "1", "--image-size", "16",
+                "--steps-after-success", "2", "reach-v3=8", "--out", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    uniform, per_task = data.open_dataset(tmp_path / "u"), data.open_dataset(tmp_path / "p")
+    assert per_task.episode_length(0) == uniform.episode_length(0) + 6  # reach-v3, collected first
+    assert per_task.episode_length(1) == uniform.episode_length(1)  # drawer-close-v3
+    same = uniform.episode_length(0)
+    np.testing.assert_array_equal(per_task.episode_numeric(0, "action")[:same], uniform.episode_numeric(0, "action"))
+    assert per_task.provenance["steps_after_success"] == 2
+    assert per_task.provenance["steps_after_success_per_task"] == {"reach-v3": 8}
+    assert uniform.provenance["steps_after_success_per_task"] == {}
+
+
+@pytest.mark.parametrize(("values", "match"), [
+    (["10", "reach=40"], r"reach not among the collected tasks"),
+    (["reach-v3=-1"], r"steps_after_success\[reach-v3\]: must be >= 0"),
+    (["10", "20"], "two numbers for every task"),
+    (["=4"], "names no task"),
+    (["reach-v3=forty"], "'reach-v3=forty' is neither N nor TASK=N"),
+    (["reach-v3=4", "reach-v3=5"], "reach-v3 given twice"),
+])
+def test_steps_after_success_per_task_bad_values_name_the_value(tmp_path, values, match):
+    from gigaworld_policy.sim.collect import parse_steps_after_success
+
+    with pytest.raises(SimError, match=match):
+        default, per_task = parse_steps_after_success(values)
+        collect("metaworld", ["reach-v3"], 1, tmp_path / "x", steps_after_success=default,
+                steps_after_success_per_task=per_task, progress=False)
+    assert not (tmp_path / "x").exists()
