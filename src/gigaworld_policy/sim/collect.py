@@ -196,8 +196,8 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
     for retry in range(encode_retries + 1):
         try:
             summary = _collect_once(env_name, tasks, episodes_per_task, out_dir, seed, image_size, cameras, max_steps,
-                                    (steps_after_success, per_task), max_attempts_factor, overwrite, progress, codec,
-                                    action_noise, start_jitter, reach_aim)
+                                    (steps_after_success, per_task), max_attempts_factor, overwrite, progress,
+                                    codec, action_noise, start_jitter, reach_aim)
         except VideoEncodeError as e:
             if retry == encode_retries:
                 raise
@@ -212,8 +212,9 @@ def collect(env_name: str, tasks: str | list[str], episodes_per_task: int, out_d
 
 def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int, out_dir: str | Path, seed: int,
                   image_size: int, cameras: tuple[str, ...] | None, max_steps: int | None,
-                  steps_after_success: tuple[int, dict[str, int]], max_attempts_factor: int, overwrite: bool, progress: bool, codec: str | None,
-                  action_noise: float, start_jitter: float, reach_aim: str) -> dict[str, Any]:
+                  steps_after_success: tuple[int, dict[str, int]], max_attempts_factor: int, overwrite: bool,
+                  progress: bool, codec: str | None, action_noise: float, start_jitter: float,
+                  reach_aim: str) -> dict[str, Any]:
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
@@ -255,8 +256,9 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
             kept = attempts = frames_total = 0
             kept_seeds[task] = []
             while kept < episodes_per_task and attempts < max_attempts:
-                frames, ok = expert_episode(env, seed + attempts, per_task_after.get(task, default_after), expert=expert,
-                                            action_noise=action_noise, start_jitter=start_jitter, reach_aim=reach_aim)
+                after = per_task_after.get(task, default_after)
+                frames, ok = expert_episode(env, seed + attempts, after, expert=expert, action_noise=action_noise,
+                                            start_jitter=start_jitter, reach_aim=reach_aim)
                 attempts += 1
                 if not ok:
                     bar.set_postfix(task=task, failed=attempts - kept)
