@@ -88,7 +88,7 @@ def save(paths: list[str], tasks: dict[str, dict[int, bool]], out: Path) -> None
             report = json.load(f)
         parts.append({"report": path, "git_commit": report.get("git_commit"), "env": report.get("env"),
                       "replan_every": report.get("replan_every"), "ensemble_coef": report.get("ensemble_coef"),
-                      "noise_scale": report.get("noise_scale"),
+                      "noise_scale": report.get("noise_scale"), "num_steps": report.get("num_steps"),
                       "latency_ms_median": report.get("latency_ms", {}).get("median")})
     per_task = {}
     for task, seen in tasks.items():

@@ -66,6 +66,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="evaluate with temporal ensembling (gwp eval --ensemble-coef); default off")
     p.add_argument("--noise-scale", type=float, default=None,
                    help="evaluate with this initial-noise scale (gwp eval --noise-scale); default 1")
+    p.add_argument("--num-steps", type=int, default=None,
+                   help="evaluate with this many sampler steps per chunk (gwp eval --num-steps); default: the "
+                        "checkpoint's")
     p.add_argument("--eval-out", type=Path, default=None,
                    help="evaluation folder (default OUT_eval); another one evaluates a trained row another way")
     p.add_argument("--eval-max-steps", type=int, default=None, help="episode step limit (default: the env's)")
@@ -108,7 +111,8 @@ def eval_calls(args: argparse.Namespace, tasks: list[str]) -> list[tuple[Path, l
                                 "--out", str(out)]
                           + ([] if args.eval_max_steps is None else ["--max-steps", str(args.eval_max_steps)])
                           + ([] if args.ensemble_coef is None else ["--ensemble-coef", str(args.ensemble_coef)])
-                          + ([] if args.noise_scale is None else ["--noise-scale", str(args.noise_scale)])))
+                          + ([] if args.noise_scale is None else ["--noise-scale", str(args.noise_scale)])
+                          + ([] if args.num_steps is None else ["--num-steps", str(args.num_steps)])))
     return calls
 
 

@@ -55,18 +55,27 @@ def _ms(t0: float, t1: float) -> float:
     return (t1 - t0) * 1000.0
 
 
+def _check_num_steps(num_steps: Any) -> int:
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not 1 <= num_steps <= 1000:
+        raise PolicyInputError(f"'num_steps': expected an int in [1, 1000], got {num_steps!r}")
+    return num_steps
+
+
 class Policy:
     def __init__(self, model: WorldActionModel, config: Config, norm_stats: dict[str, Any], *,
                  text_encoder: TextEncoder | None = None, checkpoint: str | Path | None = None,
-                 noise_scale: float = 1.0) -> None:
+                 noise_scale: float = 1.0, num_steps: int | None = None) -> None:
         """``noise_scale``: multiplies the initial action noise the policy draws (a sampling temperature; 0 runs
         the flow from the noise distribution's mean, a deterministic chunk per observation); noise passed to
         :meth:`infer` is used as given. 1 is what training used; other scales start the flow where training
-        never did (goal-observable MT10 reach: 0.08 / 0.56 / 0.38 at 0 / 1 / 2, docs/results.md)."""
+        never did (goal-observable MT10 reach: 0.08 / 0.56 / 0.38 at 0 / 1 / 2, docs/results.md).
+        ``num_steps``: the sampler's Euler steps for calls that do not pass their own (None: the checkpoint's
+        ``flow.num_inference_steps``)."""
         noise_scale = float(noise_scale)
         if not np.isfinite(noise_scale) or noise_scale < 0:
             raise PolicyInputError(f"noise_scale: expected a finite number >= 0, got {noise_scale!r}")
         self.noise_scale = noise_scale
+        self.num_steps = config.flow.num_inference_steps if num_steps is None else _check_num_steps(num_steps)
         self.model = model.eval()
         self.config = config
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
@@ -119,7 +128,7 @@ class Policy:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True,
                         text_encoder: TextEncoder | None = None, vae: str | Path | None = None,
-                        noise_scale: float = 1.0) -> Policy:
+                        noise_scale: float = 1.0, num_steps: int | None = None) -> Policy:
         """Load a checkpoint directory, or a training run directory (its latest complete checkpoint).
 
         ``vae``: the Wan 2.2 VAE folder (diffusers ``AutoencoderKLWan``), required by checkpoints whose
@@ -132,7 +141,8 @@ class Policy:
         model = WorldActionModel(config, video_tokenizer=video_tokenizer_for(config.model, vae, device=device))
         load_model_weights(model, weights, where=str(ckpt_dir))
         model.to(device)
-        return cls(model, config, norm_stats, text_encoder=text_encoder, checkpoint=ckpt_dir, noise_scale=noise_scale)
+        return cls(model, config, norm_stats, text_encoder=text_encoder, checkpoint=ckpt_dir, noise_scale=noise_scale,
+                   num_steps=num_steps)
 
     @property
     def text_encoder(self) -> TextEncoder:
@@ -180,9 +190,7 @@ class Policy:
         """
         t0 = time.perf_counter()
         spec, images, state, prompt = self._validate(observation)
-        if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)
-                                      or not 1 <= num_steps <= 1000):
-            raise PolicyInputError(f"'num_steps': expected an int in [1, 1000], got {num_steps!r}")
+        num_steps = self.num_steps if num_steps is None else _check_num_steps(num_steps)
         batch = self._preprocess(spec, images, state)
         action_noise, video_noise = self._initial_noise(noise, seed, return_video)
         t1 = time.perf_counter()

@@ -66,16 +66,16 @@ def test_study_row_runs_every_stage_and_resumes_by_skipping(tmp_path: Path) -> N
 
     # the trained row evaluated another way (temporal ensembling) into its own folder: only evaluation runs
     ens, ens_record = tmp_path / "run_ens", tmp_path / "docs" / "row_ens.json"
-    fourth = _run(*args, "--ensemble-coef", "0.01", "--noise-scale", "0.5", "--eval-out", str(ens),
+    fourth = _run(*args, "--ensemble-coef", "0.01", "--noise-scale", "0.5", "--num-steps", "3", "--eval-out", str(ens),
                   "--record", str(ens_record))
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     assert fourth.stdout.count(" eval ") == 2 and " train " not in fourth.stdout
-    assert fourth.stdout.count("--ensemble-coef 0.01 --noise-scale 0.5") == 2
+    assert fourth.stdout.count("--ensemble-coef 0.01 --noise-scale 0.5 --num-steps 3") == 2
     for name in ("s0a", "s1a"):
         report = json.loads((ens / name / "report.json").read_text())
-        assert report["ensemble_coef"] == 0.01 and report["noise_scale"] == 0.5
+        assert report["ensemble_coef"] == 0.01 and report["noise_scale"] == 0.5 and report["num_steps"] == 3
     parts = json.loads(ens_record.read_text())["pooled_from"]
-    assert [(x["ensemble_coef"], x["noise_scale"]) for x in parts] == [(0.01, 0.5), (0.01, 0.5)]
+    assert [(x["ensemble_coef"], x["noise_scale"], x["num_steps"]) for x in parts] == [(0.01, 0.5, 3)] * 2
 
 
 def test_study_row_rejects_a_split_that_does_not_divide(tmp_path: Path) -> None:

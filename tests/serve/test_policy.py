@@ -237,6 +237,36 @@ def test_noise_scale_scales_the_sampled_action_noise(checkpoint: Path) -> None:
     with pytest.raises(SimError, match=r"noise_scale.*expert"):
         make_policy("expert", None, noise_scale=0.0)
 
+
+def test_num_steps_sets_the_sampler_steps_of_calls_that_pass_none(checkpoint: Path) -> None:
+    """num_steps (gwp eval --num-steps) replaces the checkpoint's flow.num_inference_steps for calls that do not
+    pass their own: the same actions as passing it per call, others than the default's; bad values are named."""
+    from gigaworld_policy.policy import PolicyInputError
+    from gigaworld_policy.sim.common import SimError
+    from gigaworld_policy.sim.evaluate import make_policy
+
+    obs = make_obs(0)
+    base = make_policy("model", str(checkpoint))
+    assert base.num_steps == base.config.flow.num_inference_steps
+    two = make_policy("model", str(checkpoint), num_steps=2)
+    assert two.num_steps == 2
+    np.testing.assert_array_equal(two.infer(obs, seed=5)["actions"], base.infer(obs, seed=5, num_steps=2)["actions"])
+    np.testing.assert_array_equal(base.infer(obs, seed=5)["actions"],
+                                  two.infer(obs, seed=5, num_steps=base.num_steps)["actions"])
+    # (an untrained head's velocity does not depend on the step, so the count is checked where it is used)
+    seen, predict = [], two.model.predict_actions
+    two.model.predict_actions = lambda *a, num_steps=None, **k: seen.append(num_steps) or predict(
+        *a, num_steps=num_steps, **k)
+    two.infer(obs)
+    two.infer(obs, num_steps=7)
+    assert seen == [2, 7]
+    with pytest.raises(SimError, match=r"'num_steps'.*got 0"):
+        make_policy("model", str(checkpoint), num_steps=0)
+    with pytest.raises(PolicyInputError, match=r"'num_steps'.*got 2\.5"):
+        two.infer(obs, num_steps=2.5)
+    with pytest.raises(SimError, match=r"num_steps.*expert"):
+        make_policy("expert", None, num_steps=4)
+
 def test_wan_vae_checkpoint_needs_and_uses_its_vae(tmp_path: Path, norm_stats, wan_shaped_config,
                                                     narrow_wan_vae) -> None:
     """A wan2.2-vae checkpoint is refused without the VAE folder (naming --vae) and serves with it."""

@@ -253,6 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-scale", type=float, default=None,
                         help="trained policy: scale of the initial action noise it samples from (a temperature; "
                              "0 = deterministic chunks; default 1, as trained: other scales lowered reach)")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="trained policy: Euler steps of the action sampler per chunk (default: the "
+                             "checkpoint's flow.num_inference_steps)")
     parser.add_argument("--policy", choices=["model", "expert", "random"], default="model")
     parser.add_argument("--out", default=None, help="directory for report.json, report.md and videos")
     parser.add_argument("--video", action="store_true", help="write an mp4 per episode")
@@ -264,11 +267,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None)
 
 
-def make_policy(kind: str, checkpoint: str | None, seed: int = 0, noise_scale: float | None = None) -> Any:
+def make_policy(kind: str, checkpoint: str | None, seed: int = 0, noise_scale: float | None = None,
+                num_steps: int | None = None) -> Any:
     from gigaworld_policy.sim.policies import ExpertPolicy, RandomPolicy
 
     if noise_scale is not None and kind != "model":
         raise SimError(f"noise_scale: only the trained policy samples noise (--policy model), not {kind!r}")
+    if num_steps is not None and kind != "model":
+        raise SimError(f"num_steps: only the trained policy has a sampler (--policy model), not {kind!r}")
     if kind == "expert":
         return ExpertPolicy()
     if kind == "random":
@@ -281,7 +287,8 @@ def make_policy(kind: str, checkpoint: str | None, seed: int = 0, noise_scale: f
     from gigaworld_policy.policy import Policy, PolicyInputError
 
     try:
-        return Policy.from_checkpoint(checkpoint, noise_scale=1.0 if noise_scale is None else noise_scale)
+        return Policy.from_checkpoint(checkpoint, noise_scale=1.0 if noise_scale is None else noise_scale,
+                                      num_steps=num_steps)
     except PolicyInputError as e:
         raise SimError(str(e)) from e
 
@@ -327,12 +334,14 @@ def checkpoint_image_size(policy: Any, env_name: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = make_policy(args.policy, args.checkpoint, args.seed, args.noise_scale)  # bad input: SimError, printed by gwp's main
+    # bad input: SimError, printed by gwp's main
+    policy = make_policy(args.policy, args.checkpoint, args.seed, args.noise_scale, args.num_steps)
     report = evaluate(policy, args.env, args.tasks, args.episodes, seed=args.seed, replan_every=args.replan_every,
                       out_dir=args.out, image_size=args.image_size,
                       cameras=tuple(args.cameras) if args.cameras else None, max_steps=args.max_steps,
                       video=args.video or args.imagine, imagine=args.imagine, ensemble_coef=args.ensemble_coef,
                       extra={"policy": args.policy, "checkpoint": args.checkpoint,
-                             "noise_scale": getattr(policy, "noise_scale", None)})
+                             "noise_scale": getattr(policy, "noise_scale", None),
+                             "num_steps": getattr(policy, "num_steps", None)})
     print(report_markdown(report))
     return 0
