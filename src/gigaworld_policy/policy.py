@@ -170,7 +170,8 @@ class Policy:
         return {"config_name": self.config.name, "checkpoint": self.checkpoint, "robot_types": robots,
                 "chunk_length": m.action_horizon, "image_size": [m.image_height, m.image_width],
                 "num_future_frames": m.num_future_frames if m.attention_mode != "no_video" else 0,
-                "image_dtype": "uint8", "image_layout": "HWC", "attention_mode": m.attention_mode}
+                "image_dtype": "uint8", "image_layout": "HWC", "attention_mode": m.attention_mode,
+                "num_steps": self.num_steps}
 
     def reset(self, seed: int | None = None) -> None:
         """New episode. Each chunk depends on the current observation only; prompt embeddings stay cached.

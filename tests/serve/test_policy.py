@@ -170,6 +170,7 @@ def test_metadata(policy: Policy) -> None:
     assert r["cameras"] == [CAMERA] and r["state_dim"] == 14 and r["action_dim"] == 14
     assert r["control_rate_hz"] == 50.0 and r["image_sizes"][CAMERA] == [md["image_size"][0], md["image_size"][1]]
     assert md["chunk_length"] == tiny_config().model.action_horizon
+    assert md["num_steps"] == tiny_config().flow.num_inference_steps
 
 
 def test_sim_harness_drives_policy(checkpoint: Path) -> None:

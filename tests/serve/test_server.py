@@ -234,7 +234,7 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy, tmp_path: Path) 
         port = s.getsockname()[1]
     log = (tmp_path / "serve.log").open("w")  # a file, not a pipe nobody reads: a full pipe would block the server
     proc = subprocess.Popen([sys.executable, "-m", "gigaworld_policy.cli", "serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, text=True)
+                             "--port", str(port), "--num-steps", "2"], stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
         while not health("127.0.0.1", port, timeout=1.0):
@@ -242,8 +242,9 @@ def test_gwp_serve_cli_process(checkpoint: Any, policy: Policy, tmp_path: Path) 
             assert time.monotonic() < deadline, "gwp serve did not become healthy"
             time.sleep(0.1)
         with PolicyClient("127.0.0.1", port) as c:
-            assert c.metadata["checkpoint"] == str(checkpoint)
+            assert c.metadata["checkpoint"] == str(checkpoint) and c.metadata["num_steps"] == 2
             np.testing.assert_array_equal(c.infer(obs, seed=9, num_steps=2)["actions"], expected)
+            np.testing.assert_array_equal(c.infer(obs, seed=9)["actions"], expected)  # --num-steps: its default
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -250,13 +250,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the action decoder before serving (compiles at start-up: tens of s on CPU)")
     parser.add_argument("--vae", default=None,
                         help="Wan 2.2 VAE directory (diffusers AutoencoderKLWan) for wan2.2-vae checkpoints")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="action sampler steps per chunk for requests that do not name theirs (default: the "
+                             "checkpoint's flow.num_inference_steps; sent in the metadata as num_steps)")
 
 
 def run(args: argparse.Namespace) -> int:
     from gigaworld_policy.policy import Policy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    policy = Policy.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema, vae=args.vae)
+    policy = Policy.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema, vae=args.vae,
+                                    num_steps=args.num_steps)
     if args.compile:  # compile now, not inside the first robot's request timeout
         import torch
 
@@ -264,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         policy.model.eval().compile_action_decoding(freeze=True)
         obs = {k: v.to(args.device) for k, v in policy.model.example_observation(1).items()}
         with torch.inference_mode():
-            policy.model.predict_actions(obs)
+            policy.model.predict_actions(obs, num_steps=policy.num_steps)
         logging.getLogger(__name__).info("compiled the action decoder in %.1f s", time.perf_counter() - t0)
     server = PolicyServer(policy, host=args.host, port=args.port, max_request_bytes=args.max_request_bytes,
                           request_timeout_s=args.request_timeout, max_workers=args.workers)
