@@ -241,7 +241,7 @@ def test_noise_scale_scales_the_sampled_action_noise(checkpoint: Path) -> None:
 
 def test_num_steps_sets_the_sampler_steps_of_calls_that_pass_none(checkpoint: Path) -> None:
     """num_steps (gwp eval --num-steps) replaces the checkpoint's flow.num_inference_steps for calls that do not
-    pass their own: the same actions as passing it per call, others than the default's; bad values are named."""
+    pass their own (the sampler receives it; an explicit per-call count still wins); bad values are named."""
     from gigaworld_policy.policy import PolicyInputError
     from gigaworld_policy.sim.common import SimError
     from gigaworld_policy.sim.evaluate import make_policy
@@ -267,6 +267,7 @@ def test_num_steps_sets_the_sampler_steps_of_calls_that_pass_none(checkpoint: Pa
         two.infer(obs, num_steps=2.5)
     with pytest.raises(SimError, match=r"num_steps.*expert"):
         make_policy("expert", None, num_steps=4)
+
 
 def test_wan_vae_checkpoint_needs_and_uses_its_vae(tmp_path: Path, norm_stats, wan_shaped_config,
                                                     narrow_wan_vae) -> None:
