@@ -96,6 +96,23 @@ def test_metaworld_object_env_adds_the_object_and_the_goal_to_the_state():
         MetaWorldEnv("push-v3", state="objects")
 
 
+@pytest.mark.parametrize("task", ["drawer-open-v3", "window-close-v3", "reach-v3"])
+def test_metaworld_reset_shows_the_new_layout(task):
+    """The reset frame shows this layout's drawer / window / goal marker, not the previous layout's: a
+    zero-action step (the hand is far from the object) leaves the object's position, the goal marker and
+    the picture where the reset put them."""
+    env = make_env("metaworld-object", task, image_size=64, cameras=("workspace",))
+    for seed in (0, 1):
+        first = env.reset(seed)
+        marker = _goal_marker_pixels(env, "workspace")
+        moved = env.step(np.zeros(4)).obs
+        assert np.array_equal(marker, _goal_marker_pixels(env, "workspace")), f"{task} seed {seed}: goal marker"
+        assert np.allclose(first.state[4:7], moved.state[4:7], atol=1e-3), (seed, first.state, moved.state)
+        assert np.allclose(env.environment_state(), first.state[4:7], atol=1e-3)
+        changed = (np.abs(first.images["workspace"].astype(int) - moved.images["workspace"]).sum(-1) > 30).mean()
+        assert changed < 0.02, f"{task} seed {seed}: {changed:.1%} of the pixels changed in one zero-action step"
+
+
 def test_metaworld_state_variants_match_their_embodiments():
     from gigaworld_policy.data.embodiments import get_embodiment
     from gigaworld_policy.sim.envs import METAWORLD_ENVS, robot_type
@@ -130,13 +147,13 @@ def _goal_marker_pixels(env, camera: str) -> np.ndarray:
 
 def test_metaworld_workspace_camera_frames_the_goal():
     """The free ``workspace`` camera: upright, deterministic, and the reach goal marker is in the frame and
-    bigger than in corner2 on every layout."""
+    bigger than in corner2 on every layout (corner2 hides it on some: seed 1,000,004)."""
     env = make_env("metaworld", "reach-v3", image_size=64, cameras=("workspace", "corner2"))
     for seed in range(1_000_000, 1_000_006):
         obs = env.reset(seed)
         assert obs.images["workspace"].shape == (64, 64, 3)
         ws, c2 = _goal_marker_pixels(env, "workspace"), _goal_marker_pixels(env, "corner2")
-        assert ws.sum() >= 3 and ws.sum() > c2.sum() >= 1, (seed, ws.sum(), c2.sum())
+        assert ws.sum() >= 3 and ws.sum() > c2.sum(), (seed, ws.sum(), c2.sum())
         rows, cols = np.nonzero(ws)
         assert rows.min() > 4 and rows.max() < 59 and cols.min() > 4 and cols.max() < 59, (seed, rows, cols)
     # upright: the grey wall is at the top right, the brown wooden table fills the bottom
