@@ -221,9 +221,10 @@ class MetaWorldEnv:
             env.seed(int(seed))  # re-seeds env.np_random: layout is a function of the seed alone
             env._did_see_sim_exception = False  # Meta-World never clears it: a re-used env would stay stuck
             obs, _ = env.reset()
-            # Some tasks' reset_model moves bodies (the drawer, the window) after Meta-World's last
-            # forward pass, so the reset observation and a render would show the previous layout there
-            # (drawer-open, window-open, window-close: 12-20 cm off). Recompute positions from the state.
+            # reset_model moves bodies and sites (the drawer, the window, the goal marker) after Meta-World's
+            # last forward pass, so the reset observation and a render would show the previous layout there
+            # (drawer-open, window-open, window-close: 12-20 cm off; reach's marker 6-23 cm). Recompute
+            # positions from the state, as step() does.
             mujoco.mj_forward(env.model, env.data)
             current = env._get_curr_obs_combined_no_goal()
             obs[:18] = current
