@@ -223,7 +223,7 @@ class MetaWorldEnv:
             obs, _ = env.reset()
             # reset_model moves bodies and sites (the drawer, the window, the goal marker) after Meta-World's
             # last forward pass, so the reset observation and a render would show the previous layout there
-            # (drawer-open, window-open, window-close: 12-20 cm off; reach's marker 6-23 cm). Recompute
+            # (drawer-open, window-open, window-close: 3-23 cm off; reach's goal marker 10-29 cm). Recompute
             # positions from the state, as step() does.
             mujoco.mj_forward(env.model, env.data)
             current = env._get_curr_obs_combined_no_goal()
