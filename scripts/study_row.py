@@ -35,7 +35,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", required=True, help="simulation env (gwp eval --env), also used to collect")
-    p.add_argument("--data", required=True, type=Path, help="LeRobot dataset; collected here when missing")
+    p.add_argument("--data", required=True,
+                   help="LeRobot dataset, collected here when missing; or a mixture, roots comma-separated "
+                        "(gwp train --data), all of which must exist")
+    p.add_argument("--weights", default=None,
+                   help="mixture weights, comma-separated, one per --data root (gwp train --weights)")
     p.add_argument("--out", required=True, type=Path, help="training run directory; evaluation goes to OUT_eval")
     p.add_argument("--tasks", nargs="+", default=["MT10"], help="task names and/or sets (default MT10)")
     p.add_argument("--demos", type=int, default=25, help="demonstrations per task, when collecting")
@@ -145,18 +149,29 @@ def main(argv: list[str] | None = None) -> None:
         tasks = resolve_tasks(args.env, args.tasks)
     except SimError as e:
         raise SystemExit(f"study_row: {e}") from None
-    if not args.data.exists():
+    roots = [Path(r) for r in args.data.split(",")]
+    if len(roots) > 1 or args.weights is not None:
+        missing = [str(r) for r in roots if not (r / "meta" / "info.json").is_file()]
+        if missing:
+            raise SystemExit(f"study_row: --data mixture: no LeRobot dataset at {missing} (only a single root "
+                             "is collected when missing)")
+        if args.weights is not None and len(args.weights.split(",")) != len(roots):
+            raise SystemExit(f"study_row: --weights {args.weights!r}: one weight per --data root "
+                             f"({len(roots)} roots)")
+    elif not roots[0].exists():
         _run("collection", [*GWP, "collect", "--env", args.env, "--tasks", *tasks, "--episodes", str(args.demos),
                             "--cameras", *args.cameras, "--image-size", str(args.image_size),
-                            "--out", str(args.data)]
+                            "--out", str(roots[0])]
              + (["--action-noise", str(args.action_noise)] if args.action_noise else [])
              + (["--start-jitter", str(args.start_jitter)] if args.start_jitter else [])
              + ["--reach-aim", args.reach_aim, "--steps-after-success", *args.steps_after_success],
              threads=args.threads)
     final = args.out / "checkpoints" / f"step_{args.steps:08d}"
     if not final.is_dir():
-        cmd = [*GWP, "train", "--preset", args.preset, "--data", str(args.data), "--steps", str(args.steps),
+        cmd = [*GWP, "train", "--preset", args.preset, "--data", args.data, "--steps", str(args.steps),
                "--out", str(args.out), "--no-progress"]
+        if args.weights is not None:
+            cmd += ["--weights", args.weights]
         for override in args.set:
             cmd += ["--set", override]
         if (args.out / "latest").exists():

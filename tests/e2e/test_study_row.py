@@ -91,3 +91,19 @@ def test_study_row_names_an_unknown_task(tmp_path: Path) -> None:
                "--out", str(tmp_path / "r"))
     assert out.returncode != 0 and "reach-v9" in out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_study_row_mixture_names_a_missing_root_before_running_anything(tmp_path: Path) -> None:
+    """A mixture is never collected: a missing root, or a weight count that does not match, stops the row
+    with the root or the weights named, before any stage runs."""
+    present = tmp_path / "present"
+    (present / "meta").mkdir(parents=True)
+    (present / "meta" / "info.json").write_text("{}")
+    missing = tmp_path / "missing"
+    base = ["--env", "metaworld", "--tasks", "reach-v3", "--out", str(tmp_path / "run")]
+    out = _run(*base, "--data", f"{present},{missing}")
+    assert out.returncode != 0 and str(missing) in out.stderr and " collect " not in out.stdout
+    assert not missing.exists() and not (tmp_path / "run").exists()
+    out = _run(*base, "--data", f"{present},{present}", "--weights", "1,2,3")
+    assert out.returncode != 0 and "--weights '1,2,3'" in out.stderr and "2 roots" in out.stderr
+    assert not (tmp_path / "run").exists()
