@@ -67,6 +67,11 @@ def features_for(env: Any) -> dict[str, dict[str, Any]]:
     return feats
 
 
+def start_offset(seed: int, start_jitter: float) -> np.ndarray:
+    """The hand's scattered start of collection seed ``seed`` (xyz metres, uniform in +-start_jitter)."""
+    return np.random.default_rng([seed, 0x6A6974]).uniform(-start_jitter, start_jitter, 3)
+
+
 def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: Any = None,
                    action_noise: float = 0.0, start_jitter: float = 0.0,
                    reach_aim: str = "hand") -> tuple[list[dict[str, np.ndarray]], bool]:
@@ -77,8 +82,7 @@ def expert_episode(env: Any, seed: int, steps_after_success: int = 10, expert: A
     check_metaworld_only(env.env_name, action_noise, start_jitter)
     frames: list[dict[str, np.ndarray]] = []
     if start_jitter > 0:
-        offset = np.random.default_rng([seed, 0x6A6974]).uniform(-start_jitter, start_jitter, 3)
-        obs = env.reset(seed, hand_offset=offset)
+        obs = env.reset(seed, hand_offset=start_offset(seed, start_jitter))
     else:
         obs = env.reset(seed)
     rng = np.random.default_rng([seed, 0x6E6F6973])
