@@ -8,7 +8,10 @@ then a dense head that sees absolute pixel positions) regresses the object's tab
                collection's scattered hand start (`--start-jitter`); no demonstrations, no actions
   demos:DATA   every frame of the task's demonstrations in a LeRobot dataset (what the policy trains on)
 
-and tested on the first frames of the 50 layouts `gwp eval --seed 0 --episodes 50` uses (evaluation seeds,
+or, with `--features CHECKPOINT`, a ridge regression on a trained policy's reference-frame tokens
+(`Policy.reference_features`, the last layer's hidden states of the image tokens, flattened; ridge strength
+picked on the last fifth of the rendered layouts), which asks whether the policy's image tokens carry the
+object's place at all, whatever its auxiliary head reads; and tested on the first frames of the 50 layouts `gwp eval --seed 0 --episodes 50` uses (evaluation seeds,
 never in collection). Prints the median and mean error in cm, against answering the mean of the training
 layouts' first frames (`mean answer`). For the puck tasks (push, pick-place) also a colour threshold with no learning: the
 centroid of the dark red pixels in the lower part of the frame, mapped to the table by least squares fitted
@@ -16,6 +19,7 @@ on the demonstrations' first frames (`--blob-data`). One thread; each fit about 
 
     python scripts/perception_probe.py --task push-v3 --train rendered:25 rendered:200 demos:DATA \\
         [--blob-data DATA] [--steps 3000] [--image-size 64] [--camera workspace]
+    python scripts/perception_probe.py --task push-v3 --train rendered:200 rendered:1000 --features CHECKPOINT
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import torch.nn.functional as F
 
 from gigaworld_policy.data.lerobot import open_dataset
 from gigaworld_policy.data.stats import ENV_STATE_KEY
+from gigaworld_policy.policy import Policy
 from gigaworld_policy.sim.collect import start_offset
 from gigaworld_policy.sim.envs import make_env
-from gigaworld_policy.sim.evaluate import eval_seed
+from gigaworld_policy.sim.evaluate import checkpoint_cameras, checkpoint_image_size, eval_seed
 
 
 class FrameRegressor(nn.Module):
@@ -50,13 +55,19 @@ def as_batch(frames: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
 
 
-def rendered(env, n: int, seed: int, jitter: float) -> tuple[list[np.ndarray], np.ndarray]:
-    frames, xy = [], []
+def rendered_obs(env, n: int, seed: int, jitter: float) -> tuple[list, np.ndarray]:
+    """Reset observations of collection seeds seed .. seed + n - 1 (collection's hand start) and the object's
+    (x, y) in each."""
+    obs, xy = [], []
     for i in range(n):
-        obs = env.reset(seed + i, hand_offset=start_offset(seed + i, jitter) if jitter else None)
-        frames.append(obs.images[env.cameras[0]])
+        obs.append(env.reset(seed + i, hand_offset=start_offset(seed + i, jitter) if jitter else None))
         xy.append(env.environment_state()[:2])
-    return frames, np.stack(xy)
+    return obs, np.stack(xy)
+
+
+def rendered(env, n: int, seed: int, jitter: float) -> tuple[list[np.ndarray], np.ndarray]:
+    obs, xy = rendered_obs(env, n, seed, jitter)
+    return [o.images[env.cameras[0]] for o in obs], xy
 
 
 def demos(root: str, task: str, camera: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -89,6 +100,23 @@ def fit(frames: list[np.ndarray], xy: np.ndarray, size: int, steps: int) -> tupl
     return net.eval(), mu, sd
 
 
+def ridge_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Ridge regression x [n, d] -> y [n, 2] in the dual (n << d), strength picked on the last fifth.
+    Returns (x mean, dual weights' primal map [d, 2], y mean, strength)."""
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    cut = max(1, len(x) * 4 // 5)
+    scale = float((xc[:cut] ** 2).sum(1).mean())
+
+    def solve(a: np.ndarray, b: np.ndarray, lam: float) -> np.ndarray:
+        k = a @ a.T
+        return a.T @ np.linalg.solve(k + lam * scale * np.eye(len(a)), b)
+
+    best = min((1e-3, 1e-2, 1e-1, 1.0),
+               key=lambda lam: float(np.linalg.norm(xc[cut:] @ solve(xc[:cut], yc[:cut], lam) - yc[cut:], axis=1).mean()))
+    return mx, solve(xc, yc, best), my, best
+
+
 def blob_centroid(frame: np.ndarray) -> tuple[float, float] | None:
     """Centroid of the puck's dark red pixels below the upper 45% of the frame (the arm is brighter red)."""
     r, g, b = (frame[..., c].astype(int) for c in range(3))
@@ -110,8 +138,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="first collection seed of the rendered layouts")
     p.add_argument("--start-jitter", type=float, default=0.1)
     p.add_argument("--episodes", type=int, default=50, help="evaluation layouts tested on")
+    p.add_argument("--features", default=None, metavar="CHECKPOINT",
+                   help="ridge on this policy's reference-token features instead of a CNN on pixels")
     args = p.parse_args()
     torch.set_num_threads(1)
+    policy = None
+    if args.features:
+        policy = Policy.from_checkpoint(args.features)
+        args.image_size = checkpoint_image_size(policy, args.env) or args.image_size
+        (args.camera,) = checkpoint_cameras(policy, args.env)
     env = make_env(args.env, args.task, image_size=args.image_size, cameras=(args.camera,))
     test = [env.reset(eval_seed(0, i)) for i in range(args.episodes)]
     test_x = as_batch([o.images[args.camera] for o in test])
@@ -124,6 +159,19 @@ def main() -> None:
     print(f"{'trained on':>34} {'frames':>7} {'median':>7} {'mean':>6} {'mean answer':>12}")
     for spec in args.train:
         kind, _, value = spec.partition(":")
+        if policy is not None:
+            if kind != "rendered":
+                raise SystemExit(f"perception_probe: --features takes rendered:N only, got {spec!r}")
+            t0 = time.time()
+            obs, xy = rendered_obs(env, int(value), args.seed, args.start_jitter)
+            feats = np.stack([policy.reference_features(o.to_policy_obs()).ravel() for o in obs])
+            mx, w, my, lam = ridge_fit(feats, xy)
+            test_f = np.stack([policy.reference_features(o.to_policy_obs()).ravel() for o in test])
+            err = np.linalg.norm((test_f - mx) @ w + my - test_y.numpy(), axis=1) * 100
+            base = np.linalg.norm(xy.mean(0) - test_y.numpy(), axis=1) * 100
+            print(f"{'features, ' + spec + f' (ridge {lam:g})':>34} {len(obs):7d} {np.median(err):6.1f}  "
+                  f"{err.mean():5.1f}  {base.mean():11.1f}   ({time.time() - t0:.0f} s)", flush=True)
+            continue
         if kind == "rendered":
             frames, xy = rendered(env, int(value), args.seed, args.start_jitter)
             name, layouts = spec, xy

@@ -231,6 +231,15 @@ class Policy:
         mean, std = spec.environment_state
         return pred * std + mean
 
+    def reference_features(self, observation: dict[str, Any]) -> np.ndarray:
+        """The reference-frame tokens' last-layer hidden states, float32 [n_ref, D], for the observation: a
+        probe of what the image tokens carry, for any checkpoint (``infer`` does not return them)."""
+        spec, images, state, prompt = self._validate(observation)
+        batch = self._preprocess(spec, images, state)
+        with self._lock:
+            self._add_prompt(batch, prompt)
+            return self.model.observe_reference(batch)[0].float().cpu().numpy()
+
     # -- steps -----------------------------------------------------------------------------------
     def _validate(self, obs: Any) -> tuple[RobotSpec, dict[str, np.ndarray], np.ndarray, str]:
         if not isinstance(obs, dict):

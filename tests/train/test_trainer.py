@@ -211,6 +211,12 @@ def test_aux_head_trains_on_the_environment_state_and_the_policy_reads_it(mw_dat
     policy._add_prompt(batch, "task 0")
     np.testing.assert_allclose(reading, policy.model.observe_aux(batch)[0].double().numpy() * np.asarray(st["std"])
                                + np.asarray(st["mean"]), rtol=1e-6)
+    # the reference tokens' hidden states are what the head reads, [n_ref, D]
+    feats = policy.reference_features(obs)
+    n_ref = (cfg.model.latent_hw[0] // cfg.model.patch_size[1]) * (cfg.model.latent_hw[1] // cfg.model.patch_size[2])
+    assert feats.shape == (n_ref, cfg.model.dim) and feats.dtype == np.float32
+    np.testing.assert_allclose(policy.model.aux_head(torch.from_numpy(feats)[None])[0].detach().double().numpy(),
+                               policy.model.observe_aux(batch)[0].double().numpy(), rtol=1e-5, atol=1e-6)
     for bad, match in (({"mean": st["mean"]}, "environment_state must be a dict with 'mean' and 'std'"),
                        ({"mean": st["mean"][:1], "std": st["std"]}, "environment_state mean/std must have model.aux_dim=2 entries")):
         broken = {"sources": [{**ns["sources"][0], "environment_state": bad}]}
@@ -219,6 +225,7 @@ def test_aux_head_trains_on_the_environment_state_and_the_policy_reads_it(mw_dat
     train(tiny_config(), str(mw_dataset), 1, tmp_path / "plain", progress=False)
     with pytest.raises(PolicyInputError, match="no auxiliary scene-state head"):
         Policy.from_checkpoint(tmp_path / "plain").predict_environment_state(obs)
+    assert Policy.from_checkpoint(tmp_path / "plain").reference_features(obs).shape == feats.shape  # any checkpoint
     # --init: a plain checkpoint under a model with the head (the head is new), and the other way (dropped)
     with_head = train(cfg, str(root), 1, tmp_path / "ft_aux", progress=False, init=tmp_path / "plain")
     assert with_head.init_report["new_tensors"] and all(k.startswith("aux_head.") for k in

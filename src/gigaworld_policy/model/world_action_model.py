@@ -145,14 +145,22 @@ class WorldActionModel(WorldActionTransformer):
         return self.aux_head(prefix_out[REFERENCE])
 
     @torch.no_grad()
-    def observe_aux(self, obs: Batch) -> torch.Tensor:
-        """The auxiliary head's prediction [b, aux_dim] (normalized units) for an observation: a probe of
-        what the image tokens carry (is the object where the head says?); the policy never calls it."""
+    def observe_reference(self, obs: Batch) -> torch.Tensor:
+        """The reference-frame tokens' last hidden states [b, n_ref, D] for an observation (what the
+        auxiliary head reads): for probes of what the image tokens carry; the policy never calls it."""
         validate(obs, self.cfg, training=False)
         ctx = self._context(obs, use_cache=False)
         prefix_out: dict[str, torch.Tensor] = {}
         self(ctx, noisy_actions=None, action_sigma=None, noisy_future=None, future_sigma=None, prefix_out=prefix_out)
-        return self.predict_aux(prefix_out)
+        return prefix_out[REFERENCE]
+
+    @torch.no_grad()
+    def observe_aux(self, obs: Batch) -> torch.Tensor:
+        """The auxiliary head's prediction [b, aux_dim] (normalized units) for an observation: a probe of
+        what the image tokens carry (is the object where the head says?); the policy never calls it."""
+        if self.aux_head is None:
+            raise ValueError("observe_aux: model.aux_dim=0, this model has no auxiliary head")
+        return self.aux_head(self.observe_reference(obs))
 
     def _loss_latents(self, batch: Batch) -> torch.Tensor:
         """[b, c, 1 + f_lat, h, w]: the reference latent frame, then the future ones (none for no_video).
