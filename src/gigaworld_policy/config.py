@@ -22,6 +22,7 @@ from typing import Any, Literal
 AttentionMode = Literal["action_centered", "joint", "no_video"]
 ATTENTION_MODES: tuple[str, ...] = typing.get_args(AttentionMode)
 VIDEO_TOKENIZERS = ("pixel", "wan2.2-vae")
+AUX_HEADS = ("tokens", "image_encoder")  # model.aux_head
 TEXT_ENCODERS = ("minilm", "umt5", "none")
 
 
@@ -77,6 +78,16 @@ class ModelConfig:
     # inference never runs the head and the policy never receives the target. 0: off. Its loss weight:
     # flow.aux_loss_weight.
     aux_dim: int = 0
+    # What the auxiliary head reads: "tokens" (above), or "image_encoder": a linear map of the image
+    # encoder's features (``image_encoder``), which then learn the object's place for the state token.
+    aux_head: str = "tokens"
+    # Global image encoder (pixel tokenizer only), 0: off. Three 4x4 stride-2 convolutions (32 channels) of
+    # the reference frame, flattened in place order, a dense layer to this many features (GELU), and a
+    # linear map (zero at init) added to the state token: a readout that knows each feature's place by
+    # its index, as a CNN's flatten-then-dense head does, where the image tokens carry no absolute position
+    # and a softmax over them must first learn to single out a small object (docs/results.md, "A small
+    # CNN reads the puck").
+    image_encoder: int = 0
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32
     num_future_frames: int = 2  # pixel frames predicted after the current one (paper: 4)
@@ -123,6 +134,16 @@ class ModelConfig:
                    f"halving: patch {self.patch_size[1:]} and {len(self.patch_stem_channels)} entries")
             _check(all(int(c) > 0 for c in self.patch_stem_channels), "model.patch_stem_channels", "must be > 0")
         _check(self.aux_dim >= 0, "model.aux_dim", f"must be >= 0, got {self.aux_dim}")
+        _check(self.aux_head in AUX_HEADS, "model.aux_head", f"must be one of {AUX_HEADS}, got {self.aux_head!r}")
+        _check(self.image_encoder >= 0, "model.image_encoder", f"must be >= 0, got {self.image_encoder}")
+        if self.aux_head == "image_encoder":
+            _check(self.image_encoder > 0, "model.aux_head",
+                   "'image_encoder' reads the image encoder's features: set model.image_encoder > 0")
+        if self.image_encoder:
+            _check(self.video_tokenizer == "pixel", "model.image_encoder",
+                   f"the image encoder is for the pixel tokenizer, not {self.video_tokenizer!r}")
+            _check(self.latent_hw[0] % 8 == 0 and self.latent_hw[1] % 8 == 0, "model.image_encoder",
+                   f"needs a frame side divisible by 8 (three stride-2 convolutions), got {self.latent_hw}")
         _check(self.keypoints >= 0 and self.keypoint_hidden > 0, "model.keypoints",
                f"keypoints must be >= 0 and keypoint_hidden > 0, got {self.keypoints} and {self.keypoint_hidden}")
         if self.keypoints:

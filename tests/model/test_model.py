@@ -495,12 +495,15 @@ def test_spatial_keypoints_locate_a_pixel_and_feed_the_state_token() -> None:
         apply_overrides(get_preset("tiny"), ["model.keypoints=-1"])
 
 
-def test_aux_head_learns_a_target_from_the_image_alone() -> None:
-    """model.aux_dim: the head reads the reference-frame tokens; its loss reaches the image encoder and the
-    blocks, it is part of ``loss`` at flow.aux_loss_weight, and it can learn where a bright square is
-    from the image (held-out positions), which it could not if it read anything but the image."""
+@pytest.mark.parametrize("head", ["tokens", "image_encoder"])
+def test_aux_head_learns_a_target_from_the_image_alone(head: str) -> None:
+    """model.aux_dim: the head reads the reference-frame tokens (or, model.aux_head="image_encoder", the
+    image encoder's features); its loss reaches what it reads, it is part of ``loss`` at
+    flow.aux_loss_weight, and it can learn where a bright square is from the image (held-out positions),
+    which it could not if it read anything but the image."""
+    extra = ["model.image_encoder=32", "model.aux_head=image_encoder"] if head == "image_encoder" else []
     cfg = apply_overrides(get_preset("tiny"), ["model.aux_dim=2", "flow.action_loss_weight=0",
-                                               "flow.video_loss_weight=0", "flow.aux_loss_weight=2.5"])
+                                               "flow.video_loss_weight=0", "flow.aux_loss_weight=2.5", *extra])
     torch.manual_seed(0)
     model = WorldActionModel(cfg).train()
     h, w = cfg.model.image_height, cfg.model.image_width
@@ -522,7 +525,11 @@ def test_aux_head_learns_a_target_from_the_image_alone() -> None:
     assert set(out) >= {"aux_loss"} and float(out["aux_loss"]) > 0
     torch.testing.assert_close(out["loss"], 2.5 * out["aux_loss"])  # the only term left on
     out["loss"].backward()
-    for p in (model.patch_embedding.weight, model.blocks[0].attn1.to_q.weight, model.aux_head.value.weight):
+    if head == "tokens":
+        reads = (model.patch_embedding.weight, model.blocks[0].attn1.to_q.weight, model.aux_head.value.weight)
+    else:
+        reads = (model.image_encoder.convs[0].weight, model.image_encoder.dense.weight, model.aux_head.weight)
+    for p in reads:
         assert p.grad is not None and float(p.grad.abs().sum()) > 0
     del first["aux_target"]
     with pytest.raises(BatchError, match="aux_target"):
@@ -549,9 +556,39 @@ def test_aux_head_learns_a_target_from_the_image_alone() -> None:
     two = {k: v[:2] for k, v in obs.items()}
     acts = model.predict_actions(two, noise=noise)
     with torch.no_grad():
-        model.aux_head.value.weight.normal_()
+        (model.aux_head.value.weight if head == "tokens" else model.aux_head.weight).normal_()
     torch.testing.assert_close(model.predict_actions(two, noise=noise), acts)
     with pytest.raises(ValueError, match="aux_dim=0"):
         make().observe_aux(two)
     with pytest.raises(ConfigError, match=r"model\.aux_dim"):
         apply_overrides(get_preset("tiny"), ["model.aux_dim=-1"])
+
+
+def test_image_encoder_starts_as_a_no_op_on_the_state_token_and_then_steers_actions() -> None:
+    """model.image_encoder: zero at init (the same actions whatever its convolutions hold), then its
+    features reach the actions through the state token, the same with the prefix cache or without;
+    config errors name the field."""
+    cfg = apply_overrides(get_preset("tiny"), ["model.image_encoder=16"])
+    fresh = WorldActionModel(cfg)
+    assert bool((fresh.image_encoder.to_state.weight == 0).all()) and bool((fresh.image_encoder.to_state.bias == 0).all())
+    model = randomize_zero_init(fresh).eval()
+    with torch.no_grad():  # the encoder alone starts at zero
+        model.image_encoder.to_state.weight.zero_()
+        model.image_encoder.to_state.bias.zero_()
+    obs = model.example_observation(2, generator=gen(60))
+    noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(61))
+    before = model.predict_actions(obs, noise=noise)
+    with torch.no_grad():
+        model.image_encoder.convs[0].weight.normal_()
+    torch.testing.assert_close(model.predict_actions(obs, noise=noise), before)
+    with torch.no_grad():
+        model.image_encoder.to_state.weight.normal_()
+    steered = model.predict_actions(obs, noise=noise, use_cache=True)
+    assert not torch.allclose(steered, before)
+    torch.testing.assert_close(model.predict_actions(obs, noise=noise, use_cache=False), steered)
+    with pytest.raises(ConfigError, match=r"model\.aux_head.*model\.image_encoder > 0"):
+        apply_overrides(get_preset("tiny"), ["model.aux_dim=2", "model.aux_head=image_encoder"])
+    with pytest.raises(ConfigError, match=r"model\.aux_head.*'tokens'"):
+        apply_overrides(get_preset("tiny"), ["model.aux_head=pooled"])
+    with pytest.raises(ConfigError, match=r"model\.image_encoder.*pixel tokenizer"):
+        dataclasses.replace(get_preset("wan2.2-5b").model, image_encoder=8)

@@ -170,6 +170,27 @@ class SpatialKeypoints(nn.Module):
         return self.proj(self.coordinates(frame).flatten(1).to(frame.dtype))  # x0, y0, x1, y1, ...
 
 
+IMAGE_FEATURES = "image_features"  # Context.extras key of the image encoder's features [b, hidden]
+
+
+class ImageEncoder(nn.Module):
+    """Reference frame [b, c, h, w] -> features [b, hidden] (``model.image_encoder``): three 4x4 stride-2
+    convolutions (32 channels, GELU), flattened in place order, then a dense layer (GELU). ``to_state``
+    (zero at init, so the encoder starts as a no-op) adds them to the state token; with
+    ``model.aux_head="image_encoder"`` the auxiliary head is a linear map of them."""
+
+    def __init__(self, in_channels: int, hw: tuple[int, int], hidden: int, out_dim: int, channels: int = 32):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(in_channels, channels, 4, 2, 1), nn.GELU(),
+                                   nn.Conv2d(channels, channels, 4, 2, 1), nn.GELU(),
+                                   nn.Conv2d(channels, channels, 4, 2, 1), nn.GELU())
+        self.dense = nn.Linear(channels * (hw[0] // 8) * (hw[1] // 8), hidden)
+        self.to_state = nn.Linear(hidden, out_dim)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(self.convs(frame).flatten(1)))
+
+
 class AuxHead(nn.Module):
     """Reference-frame tokens' last hidden states [b, n, D] -> [b, out_dim] (``model.aux_dim``): a softmax over
     the tokens of a learned score weights, per token, a linear map of its hidden state plus a linear map of
@@ -280,7 +301,7 @@ class Context:
     prefix: list[Tokens]  # S and R input tokens
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: [b, H, n_prefix, k] x2
     text_kv: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] | None = None  # per layer, per stream
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # IMAGE_FEATURES: model.image_encoder's
     # Wan's own video model: every token attends to every token (forward_video); no layout mask
     full_attention: bool = False
 
@@ -353,7 +374,12 @@ class WorldActionTransformer(nn.Module):
                           if cfg.keypoints else None)
         lh, lw = cfg.latent_hw
         grid = (lh // cfg.patch_size[1], lw // cfg.patch_size[2])
-        self.aux_head = AuxHead(D, cfg.aux_dim, grid, cfg.eps) if cfg.aux_dim else None
+        self.image_encoder = (ImageEncoder(cfg.latent_channels, (lh, lw), cfg.image_encoder, Da)
+                              if cfg.image_encoder else None)
+        self.aux_head: nn.Module | None = None
+        if cfg.aux_dim:
+            self.aux_head = (nn.Linear(cfg.image_encoder, cfg.aux_dim) if cfg.aux_head == "image_encoder"
+                             else AuxHead(D, cfg.aux_dim, grid, cfg.eps))
         self._init_new_modules()
         self._build_rope_tables()
 
@@ -365,6 +391,9 @@ class WorldActionTransformer(nn.Module):
             nn.init.zeros_(mlp[-1].bias)
         nn.init.zeros_(self.action_out_modulation.weight)
         nn.init.zeros_(self.action_out_modulation.bias)
+        if self.image_encoder is not None:  # starts as a no-op on the state token
+            nn.init.zeros_(self.image_encoder.to_state.weight)
+            nn.init.zeros_(self.image_encoder.to_state.bias)
         if self.keypoints is not None:  # starts as a no-op on the state token
             nn.init.zeros_(self.keypoints.proj.weight)
             nn.init.zeros_(self.keypoints.proj.bias)
@@ -476,12 +505,16 @@ class WorldActionTransformer(nn.Module):
         state_token = self.state_encoder(state[:, None], embodiment_id, ids)  # [b, 1, Da]
         if self.keypoints is not None:
             state_token = state_token + self.keypoints(reference_latents[:, :, 0])[:, None]
+        extras: dict[str, torch.Tensor] = {}
+        if self.image_encoder is not None:
+            extras[IMAGE_FEATURES] = self.image_encoder(reference_latents[:, :, 0])
+            state_token = state_token + self.image_encoder.to_state(extras[IMAGE_FEATURES])[:, None]
         prefix = [
             self.make_tokens(STATE, state_token, zero),
             self.make_tokens(REFERENCE, self.embed_latents(reference_latents), zero),
         ]
         ctx = Context(embodiment_id=embodiment_id, text=self.condition_embedder.text_embedder(text),
-                      text_mask=text_mask[:, None, None, :], prefix=prefix, embodiments=ids)
+                      text_mask=text_mask[:, None, None, :], prefix=prefix, embodiments=ids, extras=extras)
         if use_cache:
             ctx.text_kv = [
                 {s: self.layer(i, s).attn2.key_value(ctx.text) for s in self._streams()}

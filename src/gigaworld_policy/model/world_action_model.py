@@ -17,7 +17,7 @@ from gigaworld_policy.model import flow
 from gigaworld_policy.model.batch import Batch, example_batch, validate
 from gigaworld_policy.model.layout import REFERENCE
 from gigaworld_policy.model.tokenizers import VideoTokenizer, build_video_tokenizer
-from gigaworld_policy.model.transformer import Context, WorldActionTransformer
+from gigaworld_policy.model.transformer import IMAGE_FEATURES, Context, WorldActionTransformer
 
 
 class WorldActionModel(WorldActionTransformer):
@@ -132,35 +132,40 @@ class WorldActionModel(WorldActionTransformer):
         video_loss = flow.masked_mse(future_v, future_target, future_valid) if future_v is not None else zero
         aux_loss = zero
         if prefix_out is not None:  # model.aux_dim: the scene state predicted from the reference-frame tokens
-            aux_loss = torch.nn.functional.mse_loss(self.predict_aux(prefix_out), batch["aux_target"].float())
+            aux_loss = torch.nn.functional.mse_loss(self.predict_aux(prefix_out, ctx), batch["aux_target"].float())
         loss = fc.action_loss_weight * action_loss + fc.video_loss_weight * video_loss + fc.aux_loss_weight * aux_loss
         return {"loss": loss, "action_loss": action_loss.detach(), "video_loss": video_loss.detach(),
                 "aux_loss": aux_loss.detach(), "world_model_fraction": world_model.float().mean()}
 
-    def predict_aux(self, prefix_out: dict[str, torch.Tensor]) -> torch.Tensor:
+    def predict_aux(self, prefix_out: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         """The auxiliary head's scene-state prediction [b, aux_dim] (normalized units) from ``forward``'s
-        ``prefix_out``."""
+        ``prefix_out`` (model.aux_head="tokens") or the context's image-encoder features ("image_encoder")."""
         if self.aux_head is None:
             raise ValueError("predict_aux: model.aux_dim=0, this model has no auxiliary head")
+        if self.cfg.aux_head == "image_encoder":
+            return self.aux_head(ctx.extras[IMAGE_FEATURES]).float()
         return self.aux_head(prefix_out[REFERENCE])
+
+    def _observe_prefix(self, obs: Batch) -> tuple[dict[str, torch.Tensor], Context]:
+        validate(obs, self.cfg, training=False)
+        ctx = self._context(obs, use_cache=False)
+        prefix_out: dict[str, torch.Tensor] = {}
+        self(ctx, noisy_actions=None, action_sigma=None, noisy_future=None, future_sigma=None, prefix_out=prefix_out)
+        return prefix_out, ctx
 
     @torch.no_grad()
     def observe_reference(self, obs: Batch) -> torch.Tensor:
         """The reference-frame tokens' last hidden states [b, n_ref, D] for an observation (what the
         auxiliary head reads): for probes of what the image tokens carry; the policy never calls it."""
-        validate(obs, self.cfg, training=False)
-        ctx = self._context(obs, use_cache=False)
-        prefix_out: dict[str, torch.Tensor] = {}
-        self(ctx, noisy_actions=None, action_sigma=None, noisy_future=None, future_sigma=None, prefix_out=prefix_out)
-        return prefix_out[REFERENCE]
+        return self._observe_prefix(obs)[0][REFERENCE]
 
     @torch.no_grad()
     def observe_aux(self, obs: Batch) -> torch.Tensor:
         """The auxiliary head's prediction [b, aux_dim] (normalized units) for an observation: a probe of
-        what the image tokens carry (is the object where the head says?); the policy never calls it."""
+        what the image tokens (or the image encoder) carry; the policy never calls it."""
         if self.aux_head is None:
             raise ValueError("observe_aux: model.aux_dim=0, this model has no auxiliary head")
-        return self.aux_head(self.observe_reference(obs))
+        return self.predict_aux(*self._observe_prefix(obs))
 
     def _loss_latents(self, batch: Batch) -> torch.Tensor:
         """[b, c, 1 + f_lat, h, w]: the reference latent frame, then the future ones (none for no_video).
