@@ -176,7 +176,7 @@ def main() -> None:
             frames, xy = rendered(env, int(value), args.seed, args.start_jitter)
             name, layouts = spec, xy
         elif kind == "demos":
-            frames, xy, layouts = demos(value, ds_task_text(value, args.task), args.camera)
+            frames, xy, layouts = demos(value, ds_task_text(value, env.prompt), args.camera)
             name = f"demos:{len(layouts)} episodes"
         else:
             raise SystemExit(f"perception_probe: --train {spec!r}: expected rendered:N or demos:DATA")
@@ -189,7 +189,7 @@ def main() -> None:
               f"   ({time.time() - t0:.0f} s)", flush=True)
     if args.blob_data:
         ds = open_dataset(args.blob_data)
-        task = ds_task_text(args.blob_data, args.task)
+        task = ds_task_text(args.blob_data, env.prompt)
         key = f"observation.images.{args.camera}"
         pts, xy = [], []
         for e in (e for e in ds.episode_indices if ds.task_of(e, 0) == task):
@@ -204,14 +204,13 @@ def main() -> None:
               f"{np.median(err):6.1f}  {np.mean(err):5.1f}  (found on {len(err)} of {len(found)})")
 
 
-def ds_task_text(root: str, task: str) -> str:
-    """The dataset's task text of a simulator task name (collection writes the env's instruction)."""
+def ds_task_text(root: str, prompt: str) -> str:
+    """Check that the dataset holds episodes of the env's instruction (collection writes it as the task)."""
     ds = open_dataset(root)
-    env_instruction = make_env("metaworld-goal", task, image_size=16).prompt
     texts = {ds.task_of(e, 0) for e in ds.episode_indices}
-    if env_instruction not in texts:
-        raise SystemExit(f"perception_probe: {root} has no episode of {task} ({env_instruction!r}; tasks: {texts})")
-    return env_instruction
+    if prompt not in texts:
+        raise SystemExit(f"perception_probe: {root} has no episode of {prompt!r} (tasks: {sorted(texts)})")
+    return prompt
 
 
 if __name__ == "__main__":
