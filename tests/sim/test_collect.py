@@ -314,3 +314,23 @@ def test_steps_after_success_per_task_bad_values_name_the_value(tmp_path, values
         collect("metaworld", ["reach-v3"], 1, tmp_path / "x", steps_after_success=default,
                 steps_after_success_per_task=per_task, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_provenance_names_the_commit_the_collection_started_at(tmp_path, monkeypatch):
+    """A collection can outlast a commit: meta/provenance.json names the code that ran (HEAD at the start),
+    not the HEAD when the dataset was written."""
+    import gigaworld_policy.provenance as prov
+    import gigaworld_policy.sim.collect as collect_module
+
+    head = {"now": "aaaa111"}
+    monkeypatch.setattr(prov, "git_commit", lambda: head["now"])
+    episode = collect_module.expert_episode
+
+    def episode_then_commit(*args, **kwargs):  # someone commits while the episodes run
+        out = episode(*args, **kwargs)
+        head["now"] = "bbbb222"
+        return out
+
+    monkeypatch.setattr(collect_module, "expert_episode", episode_then_commit)
+    collect("metaworld", ["reach-v3"], 1, tmp_path / "d", image_size=16, progress=False)
+    assert data.open_dataset(tmp_path / "d").provenance["commit"] == "aaaa111"

@@ -222,8 +222,10 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
     from tqdm import tqdm
 
     from gigaworld_policy.data import LeRobotWriter
+    from gigaworld_policy.provenance import git_commit
     from gigaworld_policy.sim.envs import make_env, resolve_tasks
 
+    commit = git_commit()  # the code that runs: read at the start, a collection can outlast a commit
     task_list = resolve_tasks(env_name, tasks)
     default_after, per_task_after = steps_after_success
     unknown = sorted(set(per_task_after) - set(task_list))
@@ -279,7 +281,7 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
                                       "frames": frames_total, "prompt": env.prompt}
         assert writer is not None
         writer.finalize(provenance=_provenance(summary, kept_seeds, episodes_per_task, env_cameras, writer.codec,
-                                               max_steps, default_after, per_task_after))
+                                               max_steps, default_after, per_task_after, commit))
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -295,14 +297,14 @@ def _collect_once(env_name: str, tasks: str | list[str], episodes_per_task: int,
 
 def _provenance(summary: dict[str, Any], kept_seeds: dict[str, list[int]], episodes_per_task: int,
                 cameras: tuple[str, ...], codec: str | None, max_steps: int | None,
-                steps_after_success: int, steps_after_success_per_task: dict[str, int]) -> dict[str, Any]:
+                steps_after_success: int, steps_after_success_per_task: dict[str, int],
+                commit: str | None) -> dict[str, Any]:
     """What meta/provenance.json records: enough to tell how the data was made and to make it again
     (``seeds``: each task's kept episodes in dataset order; failed attempts' seeds are skipped;
     ``steps_after_success_per_task``: the tasks recorded for another length than ``steps_after_success``)."""
     from gigaworld_policy import __version__
-    from gigaworld_policy.provenance import git_commit
 
-    return {"collector": "gwp collect", "gigaworld_policy": __version__, "commit": git_commit(),
+    return {"collector": "gwp collect", "gigaworld_policy": __version__, "commit": commit,
             "env": summary["env"],
             "tasks": {t: {"prompt": v["prompt"], "attempts": v["attempts"], "seeds": kept_seeds[t]}
                       for t, v in summary["tasks"].items()},
