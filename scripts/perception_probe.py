@@ -70,13 +70,20 @@ def rendered(env, n: int, seed: int, jitter: float) -> tuple[list[np.ndarray], n
     return [o.images[env.cameras[0]] for o in obs], xy
 
 
-def demos(root: str, task: str, camera: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Every frame of the task's episodes, their object (x, y), and the episodes' first-frame (x, y)."""
+def task_episodes(root: str, prompt: str):
+    """The dataset and its episodes of the env's instruction (collection writes it as the task)."""
     ds = open_dataset(root)
-    key = f"observation.images.{camera}"
-    eps = [e for e in ds.episode_indices if ds.task_of(e, 0) == task]
+    eps = [e for e in ds.episode_indices if ds.task_of(e, 0) == prompt]
     if not eps:
-        raise SystemExit(f"perception_probe: no episode of task {task!r} in {root}")
+        texts = sorted({ds.task_of(e, 0) for e in ds.episode_indices})
+        raise SystemExit(f"perception_probe: {root} has no episode of {prompt!r} (tasks: {texts})")
+    return ds, eps
+
+
+def demos(root: str, prompt: str, camera: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Every frame of the task's episodes, their object (x, y), and the episodes' first-frame (x, y)."""
+    ds, eps = task_episodes(root, prompt)
+    key = f"observation.images.{camera}"
     frames, xy = [], []
     for e in eps:
         idx = np.arange(ds.episode_length(e))
@@ -176,7 +183,7 @@ def main() -> None:
             frames, xy = rendered(env, int(value), args.seed, args.start_jitter)
             name, layouts = spec, xy
         elif kind == "demos":
-            frames, xy, layouts = demos(value, ds_task_text(value, env.prompt), args.camera)
+            frames, xy, layouts = demos(value, env.prompt, args.camera)
             name = f"demos:{len(layouts)} episodes"
         else:
             raise SystemExit(f"perception_probe: --train {spec!r}: expected rendered:N or demos:DATA")
@@ -188,11 +195,10 @@ def main() -> None:
         print(f"{name:>34} {len(frames):7d} {err.median():6.1f}  {err.mean():5.1f}  {base.mean():11.1f}"
               f"   ({time.time() - t0:.0f} s)", flush=True)
     if args.blob_data:
-        ds = open_dataset(args.blob_data)
-        task = ds_task_text(args.blob_data, env.prompt)
+        ds, eps = task_episodes(args.blob_data, env.prompt)
         key = f"observation.images.{args.camera}"
         pts, xy = [], []
-        for e in (e for e in ds.episode_indices if ds.task_of(e, 0) == task):
+        for e in eps:
             c = blob_centroid(ds.get_images(e, key, [0])[0])
             if c is not None:
                 pts.append([*c, 1.0])
@@ -202,15 +208,6 @@ def main() -> None:
         err = [np.linalg.norm(np.array([*c, 1.0]) @ w - y) * 100 for c, y in found if c is not None]
         print(f"{'colour threshold, ' + str(len(pts)) + ' demo first frames':>34} {len(pts):7d} "
               f"{np.median(err):6.1f}  {np.mean(err):5.1f}  (found on {len(err)} of {len(found)})")
-
-
-def ds_task_text(root: str, prompt: str) -> str:
-    """Check that the dataset holds episodes of the env's instruction (collection writes it as the task)."""
-    ds = open_dataset(root)
-    texts = {ds.task_of(e, 0) for e in ds.episode_indices}
-    if prompt not in texts:
-        raise SystemExit(f"perception_probe: {root} has no episode of {prompt!r} (tasks: {sorted(texts)})")
-    return prompt
 
 
 if __name__ == "__main__":

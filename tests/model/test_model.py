@@ -551,6 +551,8 @@ def test_aux_head_learns_a_target_from_the_image_alone(head: str) -> None:
     after = float(((model.observe_aux(obs) - held_out["aux_target"]) ** 2).mean())
     spread = float(held_out["aux_target"].var(0).mean())  # what predicting the mean scores
     assert after < 0.25 * spread and after < 0.25 * before, (before, after, spread)
+    # the image-encoder head's probe skips the transformer pass: the same answer as reading it after one
+    torch.testing.assert_close(model.observe_aux(obs), model.predict_aux(*model._observe_prefix(obs)))
     # deployment never runs the head: predict_actions is the same with and without its weights
     noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(54))
     two = {k: v[:2] for k, v in obs.items()}

@@ -124,14 +124,16 @@ class WorldActionModel(WorldActionTransformer):
         ctx = self.encode_context(state=state, reference_latents=ref_latents, text=batch["text"],
                                   text_mask=batch["text_mask"], embodiment_id=batch["embodiment_id"], use_cache=False)
         noisy_actions = flow.add_noise(actions, action_noise, action_sigma)
-        prefix_out: dict[str, torch.Tensor] | None = {} if self.aux_head is not None else None
+        # the token head reads the reference tokens' outputs; the image-encoder head only the context
+        prefix_out: dict[str, torch.Tensor] | None = ({} if self.aux_head is not None and self.cfg.aux_head == "tokens"
+                                                       else None)
         action_v, future_v = self(ctx, noisy_actions=noisy_actions, action_sigma=action_sigma,
                                   noisy_future=noisy_future, future_sigma=future_sigma, prefix_out=prefix_out)
         action_loss = flow.masked_mse(action_v, flow.velocity_target(actions, action_noise), action_valid)
         zero = action_loss.new_zeros(())
         video_loss = flow.masked_mse(future_v, future_target, future_valid) if future_v is not None else zero
         aux_loss = zero
-        if prefix_out is not None:  # model.aux_dim: the scene state predicted from the reference-frame tokens
+        if self.aux_head is not None:  # model.aux_dim: the scene state predicted from the reference frame
             aux_loss = torch.nn.functional.mse_loss(self.predict_aux(prefix_out, ctx), batch["aux_target"].float())
         loss = fc.action_loss_weight * action_loss + fc.video_loss_weight * video_loss + fc.aux_loss_weight * aux_loss
         return {"loss": loss, "action_loss": action_loss.detach(), "video_loss": video_loss.detach(),
@@ -165,6 +167,9 @@ class WorldActionModel(WorldActionTransformer):
         what the image tokens (or the image encoder) carry; the policy never calls it."""
         if self.aux_head is None:
             raise ValueError("observe_aux: model.aux_dim=0, this model has no auxiliary head")
+        if self.cfg.aux_head == "image_encoder":  # the encoder's features are in the context: no transformer pass
+            validate(obs, self.cfg, training=False)
+            return self.predict_aux({}, self._context(obs, use_cache=False))
         return self.predict_aux(*self._observe_prefix(obs))
 
     def _loss_latents(self, batch: Batch) -> torch.Tensor:
