@@ -101,6 +101,21 @@ def test_mixture_weights_and_embodiments(tmp_path: Path, dataset_root: Path) -> 
     assert int(wd[len(wd) - 1]["embodiment_id"]) == 2 and int(wd[0]["embodiment_id"]) == 1
 
 
+def test_mixture_of_one_robot_shares_the_first_datasets_normalization(tmp_path: Path, dataset_root: Path) -> None:
+    # the checkpoint keeps one normalization per robot type (the first dataset's, train/data.py); a second
+    # dataset of the same robot must be trained with it, not with its own statistics
+    other = write_dataset(tmp_path / "more", lengths=(40, 3))
+    cfg = make_cfg()
+    alone = WindowedDataset([other], cfg, train=False)
+    wd = WindowedDataset([DataSource(dataset_root), DataSource(other)], cfg, train=False)
+    raw = alone.sources[0].ds.get_numeric(0, "observation.state", np.asarray([0]))[0]
+    own = alone.sources[0].normalizer.normalize_state(raw)
+    shared = wd.sources[0].normalizer.normalize_state(raw)
+    assert not np.allclose(own, shared)  # the two datasets' statistics differ
+    d = wd.sources[0].embodiment.state_dim
+    np.testing.assert_allclose(wd[sum(LENGTHS)]["state"][:d].numpy(), shared, rtol=1e-5, atol=1e-6)
+
+
 def test_num_embodiments_checked(dataset_root: Path) -> None:
     cfg = make_cfg()
     cfg = cfg.replace(model=dataclasses.replace(cfg.model, num_embodiments=1))

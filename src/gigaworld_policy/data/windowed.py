@@ -105,7 +105,11 @@ class WindowedDataset(Dataset):
                 raise ValueError(f"{spec.root}: latent_cache={spec.latent_cache} needs data.augment=false for "
                                  "training: cached latents come from the deterministic crop, random crops and colour "
                                  "jitter cannot be cached (pass --set data.augment=false)")
-            self.sources.append(self._open_source(spec, encoder, cache_bytes))
+            src = self._open_source(spec, encoder, cache_bytes)
+            first = next((s for s in self.sources if s.embodiment.robot_type == src.embodiment.robot_type), None)
+            if first is not None:  # one normalization per robot: the first dataset's, which the checkpoint keeps
+                src.normalizer, src.aux = first.normalizer, first.aux
+            self.sources.append(src)
             if spec.latent_cache is not None:
                 self.sources[-1].latents = self._open_latent_cache(len(self.sources) - 1, spec.latent_cache)
         self._starts = np.cumsum([0] + [len(s.ds) for s in self.sources])
