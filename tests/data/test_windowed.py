@@ -19,6 +19,7 @@ from gigaworld_policy.data import (
     open_dataset,
 )
 from gigaworld_policy.data.embodiments import EmbodimentError
+from gigaworld_policy.data.stats import save_stats
 from gigaworld_policy.data.workers import worker_context
 from gigaworld_policy.model.batch import validate
 
@@ -114,6 +115,9 @@ def test_mixture_of_one_robot_shares_the_first_datasets_normalization(tmp_path: 
     assert not np.allclose(own, shared)  # the two datasets' statistics differ
     d = wd.sources[0].embodiment.state_dim
     np.testing.assert_allclose(wd[sum(LENGTHS)]["state"][:d].numpy(), shared, rtol=1e-5, atol=1e-6)
+    own_stats = save_stats(compute_norm_stats(alone.sources[0].ds, cfg.model.action_horizon), tmp_path / "s.json")
+    with pytest.raises(ValueError, match=r"stats_path.*first one's normalization"):
+        WindowedDataset([DataSource(dataset_root), DataSource(other, stats_path=own_stats)], cfg)
 
 
 def test_num_embodiments_checked(dataset_root: Path) -> None:

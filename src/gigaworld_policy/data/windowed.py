@@ -108,6 +108,11 @@ class WindowedDataset(Dataset):
             src = self._open_source(spec, encoder, cache_bytes)
             first = next((s for s in self.sources if s.embodiment.robot_type == src.embodiment.robot_type), None)
             if first is not None:  # one normalization per robot: the first dataset's, which the checkpoint keeps
+                head = specs[self.sources.index(first)]
+                if spec.stats_path is not None and spec.stats_path != head.stats_path:
+                    raise ValueError(f"{spec.root}: stats_path={spec.stats_path} for a second "
+                                     f"{src.embodiment.robot_type!r} dataset; datasets of one robot share the "
+                                     f"first one's normalization ({head.root}): give the stats_path there")
                 src.normalizer, src.aux = first.normalizer, first.aux
             self.sources.append(src)
             if spec.latent_cache is not None:
