@@ -139,13 +139,16 @@ class WorldActionModel(WorldActionTransformer):
         return {"loss": loss, "action_loss": action_loss.detach(), "video_loss": video_loss.detach(),
                 "aux_loss": aux_loss.detach(), "world_model_fraction": world_model.float().mean()}
 
-    def predict_aux(self, prefix_out: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
+    def predict_aux(self, prefix_out: dict[str, torch.Tensor] | None, ctx: Context) -> torch.Tensor:
         """The auxiliary head's scene-state prediction [b, aux_dim] (normalized units) from ``forward``'s
-        ``prefix_out`` (model.aux_head="tokens") or the context's image-encoder features ("image_encoder")."""
+        ``prefix_out`` (model.aux_head="tokens") or the context's image-encoder features ("image_encoder"; then
+        ``prefix_out`` is not read and may be None)."""
         if self.aux_head is None:
             raise ValueError("predict_aux: model.aux_dim=0, this model has no auxiliary head")
         if self.cfg.aux_head == "image_encoder":
             return self.aux_head(ctx.extras[IMAGE_FEATURES]).float()
+        if prefix_out is None:
+            raise ValueError("predict_aux: model.aux_head='tokens' reads forward's prefix_out, got None")
         return self.aux_head(prefix_out[REFERENCE])
 
     def _observe_prefix(self, obs: Batch) -> tuple[dict[str, torch.Tensor], Context]:
