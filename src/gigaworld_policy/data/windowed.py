@@ -105,31 +105,34 @@ class WindowedDataset(Dataset):
                 raise ValueError(f"{spec.root}: latent_cache={spec.latent_cache} needs data.augment=false for "
                                  "training: cached latents come from the deterministic crop, random crops and colour "
                                  "jitter cannot be cached (pass --set data.augment=false)")
-            src = self._open_source(spec, encoder, cache_bytes)
-            first = next((s for s in self.sources if s.embodiment.robot_type == src.embodiment.robot_type), None)
-            if first is not None:  # one normalization per robot: the first dataset's, which the checkpoint keeps
-                head = specs[self.sources.index(first)]
-                if spec.stats_path is not None and spec.stats_path != head.stats_path:
-                    raise ValueError(f"{spec.root}: stats_path={spec.stats_path} for a second "
-                                     f"{src.embodiment.robot_type!r} dataset; datasets of one robot share the "
-                                     f"first one's normalization ({head.root}): give the stats_path there")
-                src.normalizer, src.aux = first.normalizer, first.aux
-            self.sources.append(src)
+            self.sources.append(self._open_source(spec, encoder, cache_bytes, specs[: len(self.sources)]))
             if spec.latent_cache is not None:
                 self.sources[-1].latents = self._open_latent_cache(len(self.sources) - 1, spec.latent_cache)
         self._starts = np.cumsum([0] + [len(s.ds) for s in self.sources])
 
-    def _open_source(self, spec: DataSource, encoder: TextEncoder, cache_bytes: int) -> _Source:
+    def _open_source(self, spec: DataSource, encoder: TextEncoder, cache_bytes: int,
+                     before: Sequence[DataSource]) -> _Source:
+        """``before``: the specs of the sources already open (self.sources, in order)."""
         cfg = self.cfg
         ds = LeRobotDataset(spec.root, cache_bytes=cache_bytes)
         emb = get_embodiment(spec.robot_type or ds.robot_type)
         check_num_embodiments(emb, cfg.model.num_embodiments)
         check_dataset_embodiment(ds, emb)
+        # one normalization per robot: the first dataset's, which is the one the checkpoint keeps
+        first = next((i for i, s in enumerate(self.sources) if s.embodiment.robot_type == emb.robot_type), None)
+        if first is not None and spec.stats_path is not None and spec.stats_path != before[first].stats_path:
+            raise ValueError(f"{spec.root}: stats_path={spec.stats_path} for a second {emb.robot_type!r} dataset; "
+                             f"datasets of one robot share the first one's normalization ({before[first].root}): "
+                             "give the stats_path there")
         for what, dim, have in (("state", cfg.model.state_dim, emb.state_dim),
                                 ("action", cfg.model.action_dim, emb.action_dim)):
             if have > dim:
                 raise ValueError(f"{ds.root}: {emb.robot_type!r} has {have} {what} dims but model.{what}_dim={dim}")
-        stats = load_or_compute_stats(ds, cfg.model.action_horizon, spec.stats_path, embodiment=emb)
+        if first is None:
+            normalizer = Normalizer(load_or_compute_stats(ds, cfg.model.action_horizon, spec.stats_path, embodiment=emb),
+                                    cfg.data.normalization)
+        else:
+            normalizer = self.sources[first].normalizer
         cameras = resolve_cameras(cfg.data.cameras, ds.camera_keys, where=str(ds.root))
         if encoder.dim != cfg.model.text_dim:
             raise ValueError(f"text encoder {encoder.encoder_id} gives {encoder.dim}-d, model.text_dim="
@@ -138,8 +141,10 @@ class WindowedDataset(Dataset):
         tasks = [t for t in ds.tasks if t]
         embs = cache.get_many(tasks, encoder) if tasks else []
         text = {t: e[: cfg.model.max_text_tokens].float() for t, e in zip(tasks, embs)}
-        aux = aux_stats(ds, cfg.model.aux_dim) if cfg.model.aux_dim else None
-        return _Source(ds, spec.weight, emb, Normalizer(stats, cfg.data.normalization), cameras, text, aux=aux)
+        aux = aux_stats(ds, cfg.model.aux_dim) if cfg.model.aux_dim else None  # checks the dataset has it
+        if aux is not None and first is not None:
+            aux = self.sources[first].aux
+        return _Source(ds, spec.weight, emb, normalizer, cameras, text, aux=aux)
 
     @property
     def augments(self) -> bool:
