@@ -88,6 +88,10 @@ class ModelConfig:
     # and a softmax over them must first learn to single out a small object (docs/results.md, "A small
     # CNN reads the puck").
     image_encoder: int = 0
+    # Where the image encoder's features go: False adds them to the state token (above); True gives them a
+    # token of their own in S, beside the state token and at its position (a default-initialized linear
+    # map), so the state token keeps the proprio and goal as they are while A and F attend to both.
+    image_encoder_token: bool = False
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32
     num_future_frames: int = 2  # pixel frames predicted after the current one (paper: 4)
@@ -139,6 +143,9 @@ class ModelConfig:
         if self.aux_head == "image_encoder":
             _check(self.image_encoder > 0, "model.aux_head",
                    "'image_encoder' reads the image encoder's features: set model.image_encoder > 0")
+        if self.image_encoder_token:
+            _check(self.image_encoder > 0, "model.image_encoder_token",
+                   "gives the image encoder's features a token: set model.image_encoder > 0")
         if self.image_encoder:
             _check(self.video_tokenizer == "pixel", "model.image_encoder",
                    f"the image encoder is for the pixel tokenizer, not {self.video_tokenizer!r}")
@@ -197,6 +204,10 @@ class ModelConfig:
     def tokens_per_latent_frame(self) -> int:
         lh, lw = self.latent_hw
         return (lh // self.patch_size[1]) * (lw // self.patch_size[2])
+
+    @property
+    def num_state_tokens(self) -> int:
+        return 2 if self.image_encoder and self.image_encoder_token else 1  # the state's, the image features'
 
     @property
     def num_reference_tokens(self) -> int:

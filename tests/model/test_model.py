@@ -594,3 +594,33 @@ def test_image_encoder_starts_as_a_no_op_on_the_state_token_and_then_steers_acti
         apply_overrides(get_preset("tiny"), ["model.aux_head=pooled"])
     with pytest.raises(ConfigError, match=r"model\.image_encoder.*pixel tokenizer"):
         dataclasses.replace(get_preset("wan2.2-5b").model, image_encoder=8)
+
+
+@pytest.mark.parametrize("mot", [False, True])
+def test_image_encoder_token_is_a_second_state_token_that_steers_actions_not_the_state_token(mot: bool) -> None:
+    """model.image_encoder_token: the features become an S token of their own (two S tokens in the context),
+    not added to the state token; they steer the actions, the prefix cache stays exact, and the action loss
+    still ignores the future frames (the token is clean context, before A)."""
+    over = ["model.image_encoder=16", "model.image_encoder_token=true"]
+    if mot:
+        over += ["model.action_expert_dim=32", "model.action_expert_ffn_dim=64"]
+    cfg = apply_overrides(get_preset("tiny"), over)
+    model = randomize_zero_init(WorldActionModel(cfg)).eval()
+    assert not bool((model.image_encoder.to_state.weight == 0).all())  # no zero init: it adds to no token
+    obs = model.example_observation(2, generator=gen(70))
+    ctx = model._context(obs, use_cache=False)
+    assert cfg.model.num_state_tokens == 2 and ctx.prefix[0].x.shape[1] == 2 and ctx.prefix[0].freqs.shape[0] == 2
+    torch.testing.assert_close(ctx.prefix[0].x[:, :1], model.state_encoder(
+        obs["state"][:, None].to(ctx.prefix[0].x.dtype), ctx.embodiment_id, ctx.embodiments))
+    noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(71))
+    before = model.predict_actions(obs, noise=noise, use_cache=True)
+    torch.testing.assert_close(model.predict_actions(obs, noise=noise, use_cache=False), before)
+    with torch.no_grad():
+        model.image_encoder.to_state.weight.mul_(3.0)
+    assert not torch.allclose(model.predict_actions(obs, noise=noise), before)
+    batch = model.example_batch(3, generator=gen(72))
+    ref = model.compute_loss(batch, generator=gen(73))
+    batch["future_frames"] = torch.rand_like(batch["future_frames"]) * 2 - 1
+    assert torch.equal(ref["action_loss"], model.compute_loss(batch, generator=gen(73))["action_loss"])
+    with pytest.raises(ConfigError, match=r"model\.image_encoder_token.*model\.image_encoder > 0"):
+        apply_overrides(get_preset("tiny"), ["model.image_encoder_token=true"])

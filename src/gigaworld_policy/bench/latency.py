@@ -123,7 +123,7 @@ def run_latency(cfg: Config, *, device: str = "cpu", num_steps: int | None = Non
     steps = num_steps or cfg.flow.num_inference_steps
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     m = cfg.model
-    n_ctx, n_a, n_f = 1 + m.num_reference_tokens, m.action_horizon, m.num_future_tokens
+    n_ctx, n_a, n_f = m.num_state_tokens + m.num_reference_tokens, m.action_horizon, m.num_future_tokens
     runs = {
         "joint": lambda: model.generate(obs, num_steps=steps, use_cache=False),
         "action_only": lambda: model.predict_actions(obs, num_steps=steps, use_cache=False),

@@ -2,7 +2,7 @@
 
 One sample is a sequence of four blocks (DESIGN.md section 1):
 
-  S  robot state, 1 token                 timestep 0 (clean)
+  S  robot state, 1 token (see below)     timestep 0 (clean)
   R  reference (current) frame tokens      timestep 0 (clean)
   A  action chunk, 1 token per step        timestep t_a (noised)
   F  future video latent tokens            timestep t_v (noised)
@@ -23,6 +23,9 @@ which is what makes the video branch optional at deployment.
 ``reference_sees_state=False`` (``model.reference_sees_state``) also removes R -> S in every mode: the image
 tokens then carry only what the image (and the prompt) holds, while A and F still see S. The prefix stays
 clean, so the cache is unchanged.
+
+``model.image_encoder_token`` makes S two tokens (the state's, and the image encoder's features); the
+masks are per block, so nothing here changes.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.no_measure:
             continue
         m = cfg.model
-        n_tok = 1 + m.num_reference_tokens + m.action_horizon + m.num_future_tokens
+        n_tok = m.num_state_tokens + m.num_reference_tokens + m.action_horizon + m.num_future_tokens
         for ckpt in (False, True):
             r = measure_activations(cfg, batch_size=args.batch, checkpointing=ckpt)
             full = r["outside"] + m.num_layers * r["per_layer"]

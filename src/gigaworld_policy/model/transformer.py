@@ -176,8 +176,9 @@ IMAGE_FEATURES = "image_features"  # Context.extras key of the image encoder's f
 class ImageEncoder(nn.Module):
     """Reference frame [b, c, h, w] -> features [b, hidden] (``model.image_encoder``): three 4x4 stride-2
     convolutions (32 channels, GELU), flattened in place order, then a dense layer (GELU). ``to_state``
-    (zero at init, so the encoder starts as a no-op) adds them to the state token; with
-    ``model.aux_head="image_encoder"`` the auxiliary head is a linear map of them."""
+    (zero at init, so the encoder starts as a no-op) adds them to the state token, or with
+    ``model.image_encoder_token`` makes them a second S token; with ``model.aux_head="image_encoder"`` the
+    auxiliary head is a linear map of them."""
 
     def __init__(self, in_channels: int, hw: tuple[int, int], hidden: int, out_dim: int, channels: int = 32):
         super().__init__()
@@ -391,7 +392,7 @@ class WorldActionTransformer(nn.Module):
             nn.init.zeros_(mlp[-1].bias)
         nn.init.zeros_(self.action_out_modulation.weight)
         nn.init.zeros_(self.action_out_modulation.bias)
-        if self.image_encoder is not None:  # starts as a no-op on the state token
+        if self.image_encoder is not None and not self.cfg.image_encoder_token:  # a no-op on the state token at init
             nn.init.zeros_(self.image_encoder.to_state.weight)
             nn.init.zeros_(self.image_encoder.to_state.bias)
         if self.keypoints is not None:  # starts as a no-op on the state token
@@ -408,6 +409,7 @@ class WorldActionTransformer(nn.Module):
         self._rope_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         lh, lw = self.cfg.latent_hw
         self._n_ref = (lh // self.cfg.patch_size[1]) * (lw // self.cfg.patch_size[2])
+        self._n_state = self.cfg.num_state_tokens
 
     def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
         """Kept for callers that materialize a meta-built model (to_empty): resets the RoPE cache."""
@@ -436,8 +438,8 @@ class WorldActionTransformer(nn.Module):
         device = self.patch_embedding.weight.device
         self.rope_tables(device)
         video, robot = self._rope_cache[str(device) + ":real"]
-        if block == STATE:
-            return robot[:1]
+        if block == STATE:  # with model.image_encoder_token the features' token shares the state's position
+            return robot[:1].expand(self._n_state, -1, -1)
         if block == ACTION:
             return robot[1:]
         if block == REFERENCE:
@@ -508,7 +510,9 @@ class WorldActionTransformer(nn.Module):
         extras: dict[str, torch.Tensor] = {}
         if self.image_encoder is not None:
             extras[IMAGE_FEATURES] = self.image_encoder(reference_latents[:, :, 0])
-            state_token = state_token + self.image_encoder.to_state(extras[IMAGE_FEATURES])[:, None]
+            features = self.image_encoder.to_state(extras[IMAGE_FEATURES])[:, None]
+            state_token = (torch.cat([state_token, features], dim=1) if self.cfg.image_encoder_token
+                           else state_token + features)
         prefix = [
             self.make_tokens(STATE, state_token, zero),
             self.make_tokens(REFERENCE, self.embed_latents(reference_latents), zero),
