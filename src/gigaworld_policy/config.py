@@ -75,7 +75,7 @@ class ModelConfig:
     # the object's position there), normalized by its dataset stats and predicted from the reference-frame
     # tokens' last hidden states (softmax pooling over the tokens of their values and patch-grid places;
     # transformer.py AuxHead). A training signal that makes the image tokens carry where the object is;
-    # inference never runs the head and the policy never receives the target. 0: off. Its loss weight:
+    # inference never runs the head (unless ``aux_in_state``) and the policy never receives the target. 0: off. Its loss weight:
     # flow.aux_loss_weight.
     aux_dim: int = 0
     # What the auxiliary head reads: "tokens" (above), or "image_encoder": a linear map of the image
@@ -92,6 +92,11 @@ class ModelConfig:
     # token of their own in S, beside the state token and at its position (a default-initialized linear
     # map), so the state token keeps the proprio and goal as they are while A and F attend to both.
     image_encoder_token: bool = False
+    # The auxiliary head's estimate of the scene state (``aux_dim`` values, normalized units, gradient
+    # stopped) appended to the state before the state encoder, in training and at inference: the actions
+    # condition on where the head puts the object, as the privileged rows' do on where the simulator puts
+    # it (docs/results.md). Needs aux_head="image_encoder": the estimate exists before the transformer runs.
+    aux_in_state: bool = False
     image_height: int = 32  # height of the composed (multi-view) frame fed to the tokenizer
     image_width: int = 32
     num_future_frames: int = 2  # pixel frames predicted after the current one (paper: 4)
@@ -143,6 +148,10 @@ class ModelConfig:
         if self.aux_head == "image_encoder":
             _check(self.image_encoder > 0, "model.aux_head",
                    "'image_encoder' reads the image encoder's features: set model.image_encoder > 0")
+        if self.aux_in_state:
+            _check(self.aux_dim > 0 and self.aux_head == "image_encoder", "model.aux_in_state",
+                   "appends the auxiliary head's estimate to the state: set model.aux_dim > 0 and "
+                   "model.aux_head='image_encoder'")
         if self.image_encoder_token:
             _check(self.image_encoder > 0, "model.image_encoder_token",
                    "gives the image encoder's features a token: set model.image_encoder > 0")

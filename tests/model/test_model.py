@@ -624,3 +624,46 @@ def test_image_encoder_token_is_a_second_state_token_that_steers_actions_not_the
     assert torch.equal(ref["action_loss"], model.compute_loss(batch, generator=gen(73))["action_loss"])
     with pytest.raises(ConfigError, match=r"model\.image_encoder_token.*model\.image_encoder > 0"):
         apply_overrides(get_preset("tiny"), ["model.image_encoder_token=true"])
+
+
+def test_aux_in_state_feeds_the_heads_estimate_to_the_state_encoder_with_its_gradient_stopped() -> None:
+    """model.aux_in_state: the state encoder reads [state, head's estimate]; the estimate steers the actions
+    (without the flag the head's weights do not reach them), the prefix cache stays exact, and only the
+    auxiliary loss trains the head: the action loss stops at the estimate."""
+    base = ["model.image_encoder=16", "model.aux_dim=3", "model.aux_head=image_encoder"]
+    cfg = apply_overrides(get_preset("tiny"), [*base, "model.aux_in_state=true"])
+    model = randomize_zero_init(WorldActionModel(cfg)).eval()
+    obs = model.example_observation(2, generator=gen(80))
+    ctx = model._context(obs, use_cache=False)
+    dtype = ctx.prefix[0].x.dtype
+    estimate = model.aux_head(ctx.extras["image_features"])
+    torch.testing.assert_close(ctx.prefix[0].x, model.state_encoder(
+        torch.cat([obs["state"].to(dtype), estimate], -1)[:, None], ctx.embodiment_id, ctx.embodiments)
+        + model.image_encoder.to_state(ctx.extras["image_features"])[:, None])
+    noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(81))
+    for flag, model_ in ((True, model), (False, randomize_zero_init(WorldActionModel(
+            apply_overrides(get_preset("tiny"), base))).eval())):
+        before = model_.predict_actions(obs, noise=noise, use_cache=True)
+        torch.testing.assert_close(model_.predict_actions(obs, noise=noise, use_cache=False), before)
+        with torch.no_grad():
+            model_.aux_head.weight.mul_(3.0)
+            model_.aux_head.bias.add_(1.0)
+        assert torch.allclose(model_.predict_actions(obs, noise=noise), before) is not flag
+
+    model.train()
+    batch = model.example_batch(3, generator=gen(82))
+    batch["aux_target"] = torch.randn(3, 3, generator=gen(83))
+    aux_weight = model.flow_cfg.aux_loss_weight
+    model.flow_cfg = dataclasses.replace(model.flow_cfg, aux_loss_weight=0.0, video_loss_weight=0.0)
+    out = model.compute_loss(batch, generator=gen(84))
+    torch.testing.assert_close(out["loss"], model.flow_cfg.action_loss_weight * out["action_loss"])
+    out["loss"].backward()  # the action loss alone: nothing reaches the head, the encoder it reads does
+    assert model.aux_head.weight.grad is None or float(model.aux_head.weight.grad.abs().sum()) == 0
+    assert sum(float(m[0].weight.grad.abs().sum()) for m in model.state_encoder.mlps if m[0].weight.grad is not None) > 0
+    assert float(model.image_encoder.dense.weight.grad.abs().sum()) > 0
+    model.zero_grad()
+    model.flow_cfg = dataclasses.replace(model.flow_cfg, aux_loss_weight=aux_weight, action_loss_weight=0.0)
+    model.compute_loss(batch, generator=gen(84))["loss"].backward()
+    assert float(model.aux_head.weight.grad.abs().sum()) > 0
+    with pytest.raises(ConfigError, match=r"model\.aux_in_state.*aux_head='image_encoder'"):
+        apply_overrides(get_preset("tiny"), ["model.image_encoder=16", "model.aux_dim=3", "model.aux_in_state=true"])

@@ -366,7 +366,8 @@ class WorldActionTransformer(nn.Module):
             self.action_time_proj = nn.Linear(D, 6 * Da)
         # --- robot modules ---
         E = cfg.num_embodiments
-        self.state_encoder = EmbodimentMLP(E, cfg.state_dim, hid, Da)
+        # model.aux_in_state: the auxiliary head's estimate is appended to the state
+        self.state_encoder = EmbodimentMLP(E, cfg.state_dim + (cfg.aux_dim if cfg.aux_in_state else 0), hid, Da)
         self.action_encoder = EmbodimentMLP(E, cfg.action_dim, hid, Da)
         self.action_decoder = EmbodimentMLP(E, Da, hid, cfg.action_dim)
         self.action_norm_out = FP32LayerNorm(Da, cfg.eps, elementwise_affine=False)
@@ -504,12 +505,16 @@ class WorldActionTransformer(nn.Module):
             state = torch.zeros_like(state)
         state, reference_latents, text = state.to(wd), reference_latents.to(wd), text.to(wd)
         zero = self.time_embedding(torch.zeros(b, device=state.device, dtype=state.dtype))
-        state_token = self.state_encoder(state[:, None], embodiment_id, ids)  # [b, 1, Da]
-        if self.keypoints is not None:
-            state_token = state_token + self.keypoints(reference_latents[:, :, 0])[:, None]
         extras: dict[str, torch.Tensor] = {}
         if self.image_encoder is not None:
             extras[IMAGE_FEATURES] = self.image_encoder(reference_latents[:, :, 0])
+        if self.cfg.aux_in_state:  # the head's estimate of the scene, as more state (config.py)
+            assert self.aux_head is not None
+            state = torch.cat([state, self.aux_head(extras[IMAGE_FEATURES]).detach()], dim=-1)
+        state_token = self.state_encoder(state[:, None], embodiment_id, ids)  # [b, 1, Da]
+        if self.keypoints is not None:
+            state_token = state_token + self.keypoints(reference_latents[:, :, 0])[:, None]
+        if self.image_encoder is not None:
             features = self.image_encoder.to_state(extras[IMAGE_FEATURES])[:, None]
             state_token = (torch.cat([state_token, features], dim=1) if self.cfg.image_encoder_token
                            else state_token + features)
