@@ -7,7 +7,8 @@ step, the fingertips' point (`tcp_center`), the object and the goal. Per episode
 auxiliary head's error on the first frame (`Policy.predict_environment_state`, where the checkpoint has
 the head), the closest the fingertips came to the object, how far the object moved, how high it rose, and
 how far from the goal it ended; then per task the medians over successes and over failures, and how
-many failures never brought the fingertips within `--near` of the object. Diagnostics, not a study row.
+many failures never brought the fingertips within `--near` of the object and how many never moved it
+`--moved`. Diagnostics, not a study row.
 
     python scripts/failure_probe.py CHECKPOINT metaworld-goal [--tasks push-v3 pick-place-v3] [--episodes 20]
 """
@@ -67,6 +68,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="gwp eval --seed: the first evaluation seed")
     p.add_argument("--replan-every", type=int, default=8)
     p.add_argument("--near", type=float, default=3.0, help="cm: the fingertips 'reached' the object")
+    p.add_argument("--moved", type=float, default=1.0,
+                   help="cm: the object 'was moved' (pushed with the gripper's side, the fingertips' point can "
+                        "stay farther than --near from the object's center)")
     args = p.parse_args()
     policy = Policy.from_checkpoint(args.checkpoint)
     size, cams = checkpoint_image_size(policy, args.env) or 64, checkpoint_cameras(policy, args.env)
@@ -90,8 +94,9 @@ def main() -> None:
                 med = {k: float(np.median([r[k] for r in group])) for k in keys}
                 print(f"\n{task} {name} ({len(group)}): medians " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
         far = sum(r["closest_cm"] > args.near for r in bad)
-        print(f"{task}: {len(ok)}/{len(rows)} succeeded; {far} of {len(bad)} failures never brought the fingertips "
-              f"within {args.near:g} cm of the object\n", flush=True)
+        still = sum(r["moved_cm"] < args.moved for r in bad)
+        print(f"{task}: {len(ok)}/{len(rows)} succeeded; of {len(bad)} failures, {far} never brought the fingertips "
+              f"within {args.near:g} cm of the object and {still} never moved it {args.moved:g} cm\n", flush=True)
 
 
 if __name__ == "__main__":
