@@ -75,8 +75,8 @@ class ModelConfig:
     # the object's position there), normalized by its dataset stats and predicted from the reference-frame
     # tokens' last hidden states (softmax pooling over the tokens of their values and patch-grid places;
     # transformer.py AuxHead). A training signal that makes the image tokens carry where the object is;
-    # inference never runs the head (unless ``aux_in_state``) and the policy never receives the target. 0: off. Its loss weight:
-    # flow.aux_loss_weight.
+    # inference never runs the head (unless ``aux_in_state``) and the policy never receives the target.
+    # 0: off. Its loss weight: flow.aux_loss_weight.
     aux_dim: int = 0
     # What the auxiliary head reads: "tokens" (above), or "image_encoder": a linear map of the image
     # encoder's features (``image_encoder``), which then learn the object's place for the state token.
