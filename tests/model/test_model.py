@@ -11,6 +11,7 @@ import torch
 
 from gigaworld_policy.config import Config, ConfigError, apply_overrides, get_preset
 from gigaworld_policy.model import BatchError, WorldActionModel
+from gigaworld_policy.model.transformer import IMAGE_FEATURES
 
 MODES = ["action_centered", "joint", "no_video"]
 
@@ -636,10 +637,10 @@ def test_aux_in_state_feeds_the_heads_estimate_to_the_state_encoder_with_its_gra
     obs = model.example_observation(2, generator=gen(80))
     ctx = model._context(obs, use_cache=False)
     dtype = ctx.prefix[0].x.dtype
-    estimate = model.aux_head(ctx.extras["image_features"])
+    estimate = model.aux_head(ctx.extras[IMAGE_FEATURES])
     torch.testing.assert_close(ctx.prefix[0].x, model.state_encoder(
         torch.cat([obs["state"].to(dtype), estimate], -1)[:, None], ctx.embodiment_id, ctx.embodiments)
-        + model.image_encoder.to_state(ctx.extras["image_features"])[:, None])
+        + model.image_encoder.to_state(ctx.extras[IMAGE_FEATURES])[:, None])
     noise = torch.randn(2, cfg.model.action_horizon, cfg.model.action_dim, generator=gen(81))
     for flag, model_ in ((True, model), (False, randomize_zero_init(WorldActionModel(
             apply_overrides(get_preset("tiny"), base))).eval())):
