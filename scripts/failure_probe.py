@@ -21,42 +21,34 @@ import numpy as np
 
 from gigaworld_policy.policy import Policy
 from gigaworld_policy.sim.envs import make_env
-from gigaworld_policy.sim.evaluate import (
-    check_actions,
-    checkpoint_cameras,
-    checkpoint_image_size,
-    eval_seed,
-    reset_policy,
-)
+from gigaworld_policy.sim.evaluate import checkpoint_cameras, checkpoint_image_size, eval_seed, run_episode
 
 
 def episode(policy: Policy, env, seed: int, replan_every: int) -> dict[str, float]:
-    obs = env.reset(seed)
-    reset_policy(policy, seed)
-    goal = env.expert_state()[-3:].astype(np.float64)
-    head = None
-    if policy.robots[env.robot_type].environment_state is not None:
-        head = float(np.linalg.norm(policy.predict_environment_state(obs.to_policy_obs()) - env.environment_state()))
-    start = env.environment_state().astype(np.float64)
-    tcp, objs = [env.fingertip_position()], [start]
-    success = done = False
-    while not (success or done):
-        actions = check_actions(policy.infer(obs.to_policy_obs()), env)
-        for a in actions[:replan_every]:
-            result = env.step(a)
-            obs, success, done = result.obs, result.success, result.done
-            tcp.append(env.fingertip_position())
-            objs.append(env.environment_state().astype(np.float64))
-            if success or done:
-                break
+    goal: list[np.ndarray] = []
+    head: list[float] = []
+    tcp: list[np.ndarray] = []
+    objs: list[np.ndarray] = []
+
+    def log(obs) -> None:
+        if not tcp:  # the first observation: the goal, and the auxiliary head's estimate where there is one
+            goal.append(env.expert_state()[-3:].astype(np.float64))
+            if policy.robots[env.robot_type].environment_state is not None:
+                est = policy.predict_environment_state(obs.to_policy_obs())
+                head.append(float(np.linalg.norm(est - env.environment_state())))
+        tcp.append(env.fingertip_position())
+        objs.append(env.environment_state().astype(np.float64))
+
+    success = run_episode(policy, env, seed, replan_every, on_step=log)["success"]
+    start = objs[0]
     tcp_a, obj_a = np.stack(tcp), np.stack(objs)
     cm = 100.0
     return {"success": float(success), "steps": float(env.steps),
-            "head_cm": float("nan") if head is None else cm * head,
+            "head_cm": cm * head[0] if head else float("nan"),
             "closest_cm": cm * float(np.linalg.norm(tcp_a - obj_a, axis=1).min()),
             "moved_cm": cm * float(np.linalg.norm(obj_a[:, :2] - start[:2], axis=1).max()),
             "lift_cm": cm * float((obj_a[:, 2] - start[2]).max()),
-            "goal_cm": cm * float(np.linalg.norm(obj_a[-1] - goal))}
+            "goal_cm": cm * float(np.linalg.norm(obj_a[-1] - goal[0]))}
 
 
 def main() -> None:

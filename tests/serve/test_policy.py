@@ -211,6 +211,13 @@ def test_sim_harness_drives_policy(checkpoint: Path) -> None:
         run_episode(pol, env, seed=seed, replan_every=4)
     np.testing.assert_array_equal(np.stack(envs[0].actions), np.stack(envs[1].actions))
     assert not np.allclose(np.stack(envs[0].actions), np.stack(envs[2].actions))
+    # on_step sees the first observation and every step's, and watching does not change the episode
+    seen: list[Observation] = []
+    watched = FakeEnv()
+    res = run_episode(pol, watched, seed=3, replan_every=4, on_step=seen.append)
+    assert len(seen) == res["length"] + 1 == 11
+    np.testing.assert_array_equal(seen[-1].state, make_obs(watched.t)["state"])
+    np.testing.assert_array_equal(np.stack(watched.actions), np.stack(envs[0].actions))
 
 
 

@@ -20,6 +20,7 @@ import argparse
 import inspect
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,15 @@ def run_episode_ensembled(policy: Any, env: Any, seed: int, execute_steps: int, 
 
 
 def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: bool = False,
-                imagine: bool = False) -> dict[str, Any]:
-    """One closed-loop episode. Returns success, length, per-chunk latencies (ms) and optional frames."""
+                imagine: bool = False, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """One closed-loop episode. Returns success, length, per-chunk latencies (ms) and optional frames.
+    ``on_step(obs)``, where given, sees the first observation (after the env's and the policy's reset,
+    before the first chunk) and the observation after every step: diagnostics read the simulator there
+    and replay exactly the episode ``gwp eval`` runs."""
     obs = env.reset(seed)
     reset_policy(policy, seed)
+    if on_step is not None:
+        on_step(obs)
     latencies: list[float] = []
     frames: list[np.ndarray] = []
     success, steps, done = False, 0, False
@@ -121,6 +127,8 @@ def run_episode(policy: Any, env: Any, seed: int, replan_every: int, record: boo
             result = env.step(actions[j])
             obs, steps = result.obs, steps + 1
             success, done = result.success, result.done
+            if on_step is not None:
+                on_step(obs)
             if success or done:
                 break
     if record:
